@@ -1,0 +1,49 @@
+# stream-risk: every target creates the virtualenv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv test lint typecheck unit demo serve schemas bench clean
+
+help:
+	@echo "make demo     run the engine on an embedded broker with a simulated market"
+	@echo "make test     lint, type-check and run every test (starts its own broker)"
+	@echo "make bench    benchmarks, each beside its baseline -> bench/results.md"
+	@echo "make schemas  regenerate JSON Schemas in schemas/ from the pydantic models"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check stream_risk tests bench
+	$(BIN)/ruff format --check stream_risk tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy stream_risk
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not broker"
+
+schemas: $(STAMP)
+	$(BIN)/python -m stream_risk.schemas_gen schemas
+
+serve: $(STAMP)
+	$(BIN)/stream-risk serve
+
+demo: $(STAMP)
+	$(BIN)/stream-risk demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

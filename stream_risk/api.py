@@ -1,0 +1,95 @@
+"""The stateless `/assess` operation, shared by the HTTP sidecar and `stream-risk assess`.
+
+Bytes in, a response dict out; invalid input raises `InvalidInput` carrying one entry per
+bad field, in the shape both shells print.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from stream_risk import __version__
+from stream_risk.assessor import Assessment, assess
+from stream_risk.config import DEFAULT_CONFIG, RiskConfig
+from stream_risk.models import AssessRequest
+
+
+class InvalidInput(Exception):
+    """Input that cannot be assessed. `errors` name each bad field and what to do."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        return {"error": "invalid request", "detail": self.errors}
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors as {field, message, type}, field as a dotted path."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        out.append({"field": field, "message": err["msg"], "type": err["type"]})
+    return out
+
+
+def parse_request(body: bytes | str) -> AssessRequest:
+    """Validate a request body; raises InvalidInput naming the bad fields."""
+    if not body or not body.strip():
+        raise InvalidInput(
+            [
+                {
+                    "field": "body",
+                    "message": "empty body: send a JSON object "
+                    '{"position": {...}, "market": {...}}',
+                    "type": "missing",
+                }
+            ]
+        )
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(
+            [{"field": "body", "message": f"not valid JSON: {exc}", "type": "json_invalid"}]
+        ) from None
+    try:
+        return AssessRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(field_errors(exc)) from None
+
+
+def assess_request(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> Assessment:
+    p, m = req.position, req.market
+    cfg = base if req.config is None else req.config
+    return assess(
+        p.size,
+        p.entry_price,
+        p.age_minutes,
+        p.unrealized_pnl,
+        m.current_price,
+        m.volatility_1d,
+        m.spot_spread_bps,
+        m.perp_funding_rate,
+        m.bid_depth_usd,
+        m.ask_depth_usd,
+        cfg,
+        p.asset,
+    )
+
+
+def response(a: Assessment, ts_ms: int) -> dict[str, Any]:
+    """The `/assess` response body for an assessment made at wall time `ts_ms`."""
+    out = a.to_dict()
+    out["version"] = __version__
+    out["ts_ms"] = ts_ms
+    return out
+
+
+def assess_body(body: bytes | str, ts_ms: int) -> tuple[Assessment, dict[str, Any]]:
+    """Validate, assess and build the response in one call."""
+    a = assess_request(parse_request(body))
+    return a, response(a, ts_ms)
