@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from stream_risk import __version__
 from stream_risk.assessor import Assessment, assess
-from stream_risk.config import DEFAULT_CONFIG, RiskConfig
+from stream_risk.config import DEFAULT_CONFIG, RiskConfig, patch_dict
 from stream_risk.models import AssessRequest
 
 
@@ -57,14 +57,31 @@ def parse_request(body: bytes | str) -> AssessRequest:
             [{"field": "body", "message": f"not valid JSON: {exc}", "type": "json_invalid"}]
         ) from None
     try:
-        return AssessRequest.model_validate(data)
+        req = AssessRequest.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(field_errors(exc)) from None
+    if req.config is not None:
+        request_config(req)  # the cross-field rules, checked against the defaults
+    return req
+
+
+def request_config(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> RiskConfig:
+    """`base` with the request's overrides; raises InvalidInput on a cross-field conflict."""
+    overrides = patch_dict(req.config)
+    if not overrides:
+        return base
+    try:
+        return base.merged(overrides)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        for e in errors:
+            e["field"] = "config" if e["field"] == "body" else f"config.{e['field']}"
+        raise InvalidInput(errors) from None
 
 
 def assess_request(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> Assessment:
     p, m = req.position, req.market
-    cfg = base if req.config is None else req.config
+    cfg = request_config(req, base)
     return assess(
         p.size,
         p.entry_price,

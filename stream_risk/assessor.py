@@ -94,26 +94,30 @@ def hedge_at(
 
 
 class Assessment:
-    """What the model says about one position now. Hedged P&L uses `hedge_pct`."""
+    """What the model says about one position now. Hedged P&L uses `hedge_pct`.
+
+    The hot path stores only what it computed; the hedge, the P&L scenarios and the
+    reasoning are derived on first use, with the same arithmetic as the reference.
+    """
 
     __slots__ = (
         "action",
         "age_score",
         "asset",
         "band",
-        "full_hedge",
+        "cfg",
+        "full_hedge_bps",
+        "funding",
         "hedge_pct",
+        "instrument",
         "liquidity_score",
         "loss_score",
-        "max_hedge_cost_bps",
-        "move_down_2pct",
-        "move_down_5pct",
-        "move_up_2pct",
-        "move_up_5pct",
         "notional",
+        "price",
         "re_evaluate_minutes",
         "risk_score",
-        "suggested_hedge",
+        "size",
+        "spread_bps",
         "too_expensive",
         "unrealized_pnl",
         "vol_score",
@@ -127,23 +131,60 @@ class Assessment:
     vol_score: float
     liquidity_score: float
     band: str
-    suggested_hedge: Hedge | None
-    full_hedge: Hedge | None
+    #: The instrument of the suggested hedge (None when h = 0).
+    instrument: str | None
+    #: Cost in bps of a full hedge, the HOLD-if-too-expensive test (0 when flat).
+    full_hedge_bps: float
     too_expensive: bool
-    max_hedge_cost_bps: float
-    move_down_5pct: float
-    move_down_2pct: float
-    move_up_2pct: float
-    move_up_5pct: float
     notional: float
     unrealized_pnl: float
     re_evaluate_minutes: int
     asset: str
+    size: float
+    price: float
+    spread_bps: float
+    funding: float
+    cfg: RiskConfig
+
+    @property
+    def max_hedge_cost_bps(self) -> float:
+        return self.cfg.max_hedge_cost_bps
+
+    @property
+    def full_hedge(self) -> Hedge | None:
+        """The hedge of the whole position (None when flat)."""
+        if self.size == 0:
+            return None
+        return hedge_at(self.size, self.price, self.spread_bps, self.funding, 1.0, self.cfg)
+
+    @property
+    def suggested_hedge(self) -> Hedge | None:
+        """The hedge to place at `hedge_pct` (None when it is 0)."""
+        h = self.hedge_pct
+        if h <= 0:
+            return None
+        return hedge_at(self.size, self.price, self.spread_bps, self.funding, h, self.cfg)
+
+    @property
+    def move_down_5pct(self) -> float:
+        return self.size * (self.price * -self.cfg.large_move)
+
+    @property
+    def move_down_2pct(self) -> float:
+        return self.size * (self.price * -self.cfg.small_move)
+
+    @property
+    def move_up_2pct(self) -> float:
+        return self.size * (self.price * self.cfg.small_move)
+
+    @property
+    def move_up_5pct(self) -> float:
+        return self.size * (self.price * self.cfg.large_move)
 
     @property
     def reason_code(self) -> str:
         """A fixed code for why: FLAT_POSITION, HEDGE_TOO_EXPENSIVE or the score band."""
-        if self.full_hedge is None:
+        if self.size == 0:
             return REASON_FLAT
         if self.too_expensive:
             return REASON_TOO_EXPENSIVE
@@ -152,15 +193,17 @@ class Assessment:
     @property
     def pnl_scenarios(self) -> dict[str, float]:
         unhedged = 1.0 - self.hedge_pct
+        d5, d2 = self.move_down_5pct, self.move_down_2pct
+        u2, u5 = self.move_up_2pct, self.move_up_5pct
         return {
-            "move_down_5pct": self.move_down_5pct,
-            "move_down_2pct": self.move_down_2pct,
-            "move_up_2pct": self.move_up_2pct,
-            "move_up_5pct": self.move_up_5pct,
-            "hedged_down_5pct": self.move_down_5pct * unhedged,
-            "hedged_down_2pct": self.move_down_2pct * unhedged,
-            "hedged_up_2pct": self.move_up_2pct * unhedged,
-            "hedged_up_5pct": self.move_up_5pct * unhedged,
+            "move_down_5pct": d5,
+            "move_down_2pct": d2,
+            "move_up_2pct": u2,
+            "move_up_5pct": u5,
+            "hedged_down_5pct": d5 * unhedged,
+            "hedged_down_2pct": d2 * unhedged,
+            "hedged_up_2pct": u2 * unhedged,
+            "hedged_up_5pct": u5 * unhedged,
         }
 
     @property
@@ -177,10 +220,10 @@ class Assessment:
     def reasoning(self) -> str:
         """One or two sentences a trader reads."""
         head = f"Risk score {self.risk_score:.0f}/100 ({self.band})."
-        if self.full_hedge is None:
+        if self.size == 0:
             return f"{head} Flat position: nothing to hedge. Hold."
         if self.too_expensive:
-            bps = self.full_hedge.total_cost_bps
+            bps = self.full_hedge_bps
             return (
                 f"Hedge cost too high ({bps:.1f}bps > {self.max_hedge_cost_bps:g}bps limit). "
                 f"{head} Hold and wait for better conditions."
@@ -191,7 +234,7 @@ class Assessment:
         how = (
             f"via {h.instrument} ({h.size:g} {self.asset}), "
             f"cost ${h.total_cost_usd:,.2f} ({h.total_cost_bps:.1f}bps)"
-        ).replace(" ()", "")
+        ).replace(" )", ")")  # no asset name: "(0.25)", not "(0.25 )"
         if self.action == LIQUIDATE:
             return f"{head} Position too risky to hold: liquidate now, {how}."
         if self.action == HEDGE_FULL:
@@ -224,18 +267,6 @@ class Assessment:
         }
 
 
-def _band(score: float, cfg: RiskConfig) -> str:
-    if score >= cfg.liquidate_score:
-        return "critical"
-    if score >= cfg.hedge_full_score:
-        return "high"
-    if score >= cfg.hedge_partial_score:
-        return "moderate"
-    if score >= cfg.reduce_score:
-        return "low-moderate"
-    return "low"
-
-
 def assess(
     size: float,
     entry_price: float,
@@ -251,9 +282,44 @@ def assess(
     asset: str = "",
 ) -> Assessment:
     """Assess one position against its market. Inputs are assumed valid (DESIGN §1 ranges)."""
+    (
+        max_loss_pct,
+        max_hold_minutes,
+        max_hedge_cost_bps,
+        loss_w,
+        age_w,
+        vol_extreme_points,
+        vol_high_points,
+        vol_low_points,
+        liq_w,
+        high_vol,
+        extreme_vol,
+        vol_reference,
+        zero_vol_adjustment,
+        funding_threshold,
+        days_per_year,
+        large_move,
+        liquidate_score,
+        hedge_full_score,
+        hedge_partial_score,
+        reduce_score,
+        liquidate_pct,
+        hedge_full_pct,
+        hedge_partial_pct,
+        reduce_pct,
+        fast_score,
+        medium_score,
+        fast_minutes,
+        medium_minutes,
+        slow_minutes,
+    ) = cfg.constants
     a = Assessment()
     a.asset = asset
-    a.max_hedge_cost_bps = cfg.max_hedge_cost_bps
+    a.cfg = cfg
+    a.size = size
+    a.price = price
+    a.spread_bps = spot_spread_bps
+    a.funding = perp_funding_rate
     a.unrealized_pnl = size * (price - entry_price) if unrealized_pnl is None else unrealized_pnl
     notional = abs(size * price)
     a.notional = notional
@@ -264,82 +330,78 @@ def assess(
         a.hedge_pct = 0.0
         a.risk_score = a.loss_score = a.age_score = a.vol_score = a.liquidity_score = 0.0
         a.band = "low"
-        a.suggested_hedge = a.full_hedge = None
+        a.instrument = None
+        a.full_hedge_bps = 0.0
         a.too_expensive = False
-        a.move_down_5pct = a.move_down_2pct = a.move_up_2pct = a.move_up_5pct = 0.0
-        a.re_evaluate_minutes = cfg.slow_re_eval_minutes
+        a.re_evaluate_minutes = slow_minutes
         return a
 
-    # P&L scenarios, unhedged: size × (price × m).
-    large = cfg.large_move
-    small = cfg.small_move
-    down5 = size * (price * -large)
-    up5 = size * (price * large)
-    a.move_down_5pct = down5
-    a.move_down_2pct = size * (price * -small)
-    a.move_up_2pct = size * (price * small)
-    a.move_up_5pct = up5
-
-    # 1. Loss severity, scaled by how likely the large move is at this volatility.
-    worst = abs(min(down5, up5))
+    # 1. Loss severity: the worse of the ±large moves, size × (price × m), scaled by how
+    #    likely that move is at this volatility.
+    down = size * (price * -large_move)
+    up = size * (price * large_move)
+    worst = abs(down if down < up else up)
     loss_pct = worst / notional if notional > 0 else 0.0
     vol = volatility_1d
-    vol_adj = min(1.0, 1.0 / (cfg.vol_reference / vol)) if vol > 0 else cfg.zero_vol_adjustment
-    w = cfg.loss_weight
-    loss = min(w, (loss_pct / cfg.max_loss_pct) * w * vol_adj)
+    vol_adj = min(1.0, 1.0 / (vol_reference / vol)) if vol > 0 else zero_vol_adjustment
+    loss = min(loss_w, (loss_pct / max_loss_pct) * loss_w * vol_adj)
     # 2. Age.
-    w = cfg.age_weight
-    age = min(w, (age_minutes / cfg.max_hold_minutes) * w)
+    age = min(age_w, (age_minutes / max_hold_minutes) * age_w)
     # 3. Volatility regime.
-    if vol >= cfg.extreme_vol_threshold:
-        vol_score = float(cfg.vol_extreme_points)
-    elif vol >= cfg.high_vol_threshold:
-        vol_score = float(cfg.vol_high_points)
+    if vol >= extreme_vol:
+        vol_score = vol_extreme_points
+    elif vol >= high_vol:
+        vol_score = vol_high_points
     else:
-        vol_score = vol / cfg.high_vol_threshold * cfg.vol_low_points
+        vol_score = vol / high_vol * vol_low_points
     # 4. Size against the depth the exit would hit.
-    depth = bid_depth_usd if size > 0 else ask_depth_usd
-    w = cfg.liquidity_weight
-    liquidity = min(w, (notional / depth) * w) if depth > 0 else float(w)
+    long = size > 0
+    depth = bid_depth_usd if long else ask_depth_usd
+    liquidity = min(liq_w, (notional / depth) * liq_w) if depth > 0 else liq_w
 
-    score = min(100.0, max(0.0, loss + age + vol_score + liquidity))
+    score = loss + age + vol_score + liquidity
+    score = 100.0 if score > 100.0 else (0.0 if score < 0.0 else score)
     a.loss_score = loss
     a.age_score = age
     a.vol_score = vol_score
     a.liquidity_score = liquidity
     a.risk_score = score
-    a.band = _band(score, cfg)
 
-    full = hedge_at(size, price, spot_spread_bps, perp_funding_rate, 1.0, cfg)
-    a.full_hedge = full
-    if full.total_cost_bps > cfg.max_hedge_cost_bps:
+    # The cost of a full hedge decides whether any hedge is placed (as `hedge_at`, h = 1).
+    hedge_notional = abs(size) * price
+    funding_1d = hedge_notional * (perp_funding_rate / days_per_year)
+    if long:
+        funding_1d = -funding_1d
+        instrument = PERP_SHORT if perp_funding_rate > funding_threshold else SPOT_SELL
+    else:
+        instrument = PERP_LONG if perp_funding_rate < -funding_threshold else SPOT_BUY
+    total = hedge_notional * (spot_spread_bps / 10000) + max(0.0, funding_1d)
+    bps = (total / hedge_notional) * 10000 if hedge_notional > 0 else 0.0
+    a.full_hedge_bps = bps
+
+    if score >= liquidate_score:
+        a.band, action, h = "critical", LIQUIDATE, liquidate_pct
+    elif score >= hedge_full_score:
+        a.band, action, h = "high", HEDGE_FULL, hedge_full_pct
+    elif score >= hedge_partial_score:
+        a.band, action, h = "moderate", HEDGE_PARTIAL, hedge_partial_pct
+    elif score >= reduce_score:
+        a.band, action, h = "low-moderate", REDUCE, reduce_pct
+    else:
+        a.band, action, h = "low", HOLD, 0.0
+    if bps > max_hedge_cost_bps:
         a.too_expensive = True
-        a.action = HOLD
-        h = 0.0
+        action, h = HOLD, 0.0
     else:
         a.too_expensive = False
-        if score >= cfg.liquidate_score:
-            a.action, h = LIQUIDATE, cfg.liquidate_hedge_pct
-        elif score >= cfg.hedge_full_score:
-            a.action, h = HEDGE_FULL, cfg.hedge_full_pct
-        elif score >= cfg.hedge_partial_score:
-            a.action, h = HEDGE_PARTIAL, cfg.hedge_partial_pct
-        elif score >= cfg.reduce_score:
-            a.action, h = REDUCE, cfg.reduce_pct
-        else:
-            a.action, h = HOLD, 0.0
+    a.action = action
     a.hedge_pct = h
-    if h > 0:
-        a.suggested_hedge = (
-            full if h == 1.0 else hedge_at(size, price, spot_spread_bps, perp_funding_rate, h, cfg)
-        )
-    else:
-        a.suggested_hedge = None
+    a.instrument = instrument if h > 0 else None
 
-    if score >= cfg.fast_re_eval_score:
-        a.re_evaluate_minutes = cfg.fast_re_eval_minutes
-    elif score >= cfg.medium_re_eval_score:
-        a.re_evaluate_minutes = cfg.medium_re_eval_minutes
+    if score >= fast_score:
+        a.re_evaluate_minutes = fast_minutes
+    elif score >= medium_score:
+        a.re_evaluate_minutes = medium_minutes
     else:
-        a.re_evaluate_minutes = cfg.slow_re_eval_minutes
+        a.re_evaluate_minutes = slow_minutes
     return a

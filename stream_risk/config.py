@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -97,6 +98,41 @@ class RiskConfig(BaseModel):
         if self.fast_re_eval_score < self.medium_re_eval_score:
             raise ValueError("fast_re_eval_score must be >= medium_re_eval_score")
         return self
+
+    @cached_property
+    def constants(self) -> tuple[Any, ...]:
+        """Every constant the assessor reads, in its order: one attribute read per call."""
+        return (
+            self.max_loss_pct,
+            self.max_hold_minutes,
+            self.max_hedge_cost_bps,
+            self.loss_weight,
+            self.age_weight,
+            self.vol_extreme_points,
+            self.vol_high_points,
+            self.vol_low_points,
+            self.liquidity_weight,
+            self.high_vol_threshold,
+            self.extreme_vol_threshold,
+            self.vol_reference,
+            self.zero_vol_adjustment,
+            self.funding_threshold,
+            self.days_per_year,
+            self.large_move,
+            self.liquidate_score,
+            self.hedge_full_score,
+            self.hedge_partial_score,
+            self.reduce_score,
+            self.liquidate_hedge_pct,
+            self.hedge_full_pct,
+            self.hedge_partial_pct,
+            self.reduce_pct,
+            self.fast_re_eval_score,
+            self.medium_re_eval_score,
+            self.fast_re_eval_minutes,
+            self.medium_re_eval_minutes,
+            self.slow_re_eval_minutes,
+        )
 
     def merged(self, overrides: Mapping[str, Any] | None) -> RiskConfig:
         """This config with `overrides` applied, validated as a whole (raises ValidationError)."""

@@ -63,7 +63,9 @@ class AssessRequest(_Strict):
 
     position: PositionIn
     market: MarketIn
-    config: RiskConfig | None = None
+    config: RiskConfigPatch | None = Field(
+        None, description="Overrides of any RiskConfig field, on top of the server's config."
+    )
 
 
 # ---------------------------------------------------------------- /assess response
