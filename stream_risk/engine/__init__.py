@@ -1,0 +1,25 @@
+"""The pure core of the stream processor: table, timers, conflation, emission. No I/O."""
+
+from stream_risk.engine.core import Engine, EngineConfig, Stats
+from stream_risk.engine.events import (
+    Event,
+    Lineage,
+    Output,
+    PositionEvent,
+    Rejected,
+    StepResult,
+    TickEvent,
+)
+
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "Event",
+    "Lineage",
+    "Output",
+    "PositionEvent",
+    "Rejected",
+    "Stats",
+    "StepResult",
+    "TickEvent",
+]

@@ -1,0 +1,81 @@
+"""What flows into and out of the pure core. Plain slotted dataclasses, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stream_risk.models import MarketTick, PositionMessage
+
+Trigger = Literal["position", "tick", "timer", "config"]
+
+
+@dataclass(slots=True, frozen=True)
+class Lineage:
+    """Where an input record came from (topic, partition, offset); -1 when not from Kafka."""
+
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    timestamp_ms: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+NO_LINEAGE = Lineage()
+
+
+@dataclass(slots=True, frozen=True)
+class PositionEvent:
+    """A `positions` record. `message` None closes the position (a tombstone).
+
+    `ts_fallback` is the record's own timestamp, used when the message carries no `ts`.
+    """
+
+    position_id: str
+    message: PositionMessage | None
+    ts_fallback: int = 0
+    lineage: Lineage = NO_LINEAGE
+
+
+@dataclass(slots=True, frozen=True)
+class TickEvent:
+    """A `market-ticks` record."""
+
+    tick: MarketTick
+    lineage: Lineage = NO_LINEAGE
+
+
+Event = PositionEvent | TickEvent
+
+
+@dataclass(slots=True)
+class Output:
+    """One record for `risk-actions`: an action, or a tombstone when `value` is None."""
+
+    position_id: str
+    value: dict[str, Any] | None
+    #: Lineage of the tick the action used (for latency: its record timestamp), if any.
+    tick_lineage: Lineage = NO_LINEAGE
+    #: `value` serialised (orjson), ready to publish; None for a tombstone.
+    data: bytes | None = None
+    #: The `positions` partition the position lives in (actions are co-partitioned).
+    partition: int = -1
+
+
+@dataclass(slots=True)
+class Rejected:
+    """An input the core refused (it is valid JSON but cannot be applied); goes to the DLQ."""
+
+    reason: str
+    lineage: Lineage
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one call into the core produced."""
+
+    outputs: list[Output] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    assessments: int = 0
