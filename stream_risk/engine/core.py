@@ -15,7 +15,7 @@ Time:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -51,6 +51,8 @@ class EngineConfig:
     max_tick_age_ms: int = 60_000
     #: A record whose ts is further than this ahead of `now` is rejected (clock skew guard).
     max_future_ms: int = 300_000
+    #: A timer firing later than this is re-based to `now - max_timer_lateness_ms`.
+    max_timer_lateness_ms: int = 60_000
     #: `changed` emission publishes when the score moves by at least this many points.
     score_change_points: float = 1.0
 
@@ -110,7 +112,8 @@ class Engine:
             pos = positions.get(pid)
             if pos is not None:
                 self._assess(pos, trigger, now_ms, -1, res)
-        self._fire_timers(now_ms, res)
+        # A position just assessed is not assessed again for its timer in the same step.
+        self._fire_timers(now_ms, res, skip=affected)
         return res
 
     def fire_timers(self, now_ms: int) -> StepResult:
@@ -162,6 +165,7 @@ class Engine:
         """
         res = StepResult()
         restored = self._restored.pop(partition, {})
+        to_assess: list[PositionState] = []
         for pid in list(self.table.by_partition.get(partition, ())):
             pos = self.table.positions[pid]
             r = restored.pop(pid, None)
@@ -176,11 +180,13 @@ class Engine:
                 ):
                     self._schedule(pos, r.next_due)
                     continue
+            to_assess.append(pos)
+        for pos in to_assess:
             self._assess(pos, "position", now_ms, -1, res)
+        self._fire_timers(now_ms, res, skip={pos.position_id for pos in to_assess})
         for pid in restored:
             res.outputs.append(Output(pid, None, partition=partition))
             self.stats.tombstones += 1
-        self._fire_timers(now_ms, res)
         return res
 
     def drop_partition(self, partition: int) -> int:
@@ -246,15 +252,29 @@ class Engine:
         if len(self.timers) > 2 * len(self.table.positions) + 4096:
             self.timers.compact(self._current_due)
 
-    def _fire_timers(self, now_ms: int, res: StepResult) -> None:
+    def _fire_timers(self, now_ms: int, res: StepResult, skip: Container[str] = ()) -> None:
+        """Re-assess positions whose timer is due (those in `skip` wait for the next call).
+
+        A timer later than `max_timer_lateness_ms` (the process was down, or replay skipped
+        ahead) is one re-assessment as of `now - max_timer_lateness_ms`, not one per missed
+        period: the next one is then due a full period after it.
+        """
         positions = self.table.positions
+        floor = now_ms - self.config.max_timer_lateness_ms
+        deferred = []
         for due, pid in self.timers.pop_due(now_ms, self._current_due):
             pos = positions.get(pid)
             # Re-check: the heap may hold the same (due, pid) twice (re-assessed at the same
             # event_ts), and the first firing has already moved next_due on.
-            if pos is not None and pos.next_due == due:
-                pos.next_due = -1
-                self._assess(pos, "timer", now_ms, due, res)
+            if pos is None or pos.next_due != due:
+                continue
+            if pid in skip:
+                deferred.append((due, pid))
+                continue
+            pos.next_due = -1
+            self._assess(pos, "timer", now_ms, due if due >= floor else floor, res)
+        for due, pid in deferred:
+            self.timers.schedule(due, pid)
 
     def _apply_tick(
         self,
@@ -394,7 +414,8 @@ class Engine:
         if market is None or not market.complete:
             self.stats.waiting += 1
             return
-        event_ts = due_ms if due_ms >= 0 else max(pos.ts, market.ts)
+        # As of the later of the data's times, or of the timer's due time.
+        event_ts = max(due_ms, pos.ts, market.ts)
         vol = market.volatility_1d
         spread = market.spot_spread_bps
         assert vol is not None and spread is not None  # market.complete

@@ -1,0 +1,241 @@
+"""The rebuild path: `load` the positions changelog, `restore` the last published actions,
+`settle` a partition; `drop_partition` on revocation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stream_risk.engine import Engine, PositionEvent
+
+from . import MIN, T0, close, index_of, only, position, tick, tombstones
+
+approx = pytest.approx
+
+
+def published(events: list[PositionEvent], now: int = T0) -> dict[str, dict[str, Any]]:
+    """What an earlier instance published for these positions (as read back)."""
+    engine = Engine()
+    res = engine.step([tick(), *events], now)
+    out: dict[str, dict[str, Any]] = {}
+    for o in res.outputs:
+        assert o.value is not None
+        out[o.position_id] = o.value
+    return out
+
+
+def test_load_keeps_the_latest_version_and_assesses_nothing() -> None:
+    engine = Engine()
+    engine.step([tick()], T0)
+    rejected = engine.load(
+        [
+            position("p1", size=1.0, ts=T0 - 3000),
+            position("p1", size=3.0, ts=T0 - 1000),
+            position("p1", size=2.0, ts=T0 - 2000),  # an older version read late
+            position("p2", ts=T0 - 3000),
+            close("p2"),
+            position("p3", ts=T0 - 3000),
+            close("p3"),
+            position("p3", size=5.0, ts=T0 - 500),  # closed, then reopened
+        ]
+    )
+    assert rejected == []
+    assert set(engine.table.positions) == {"p1", "p3"}
+    assert engine.table.positions["p1"].size == 3.0
+    assert engine.table.positions["p3"].size == 5.0
+    assert index_of(engine) == {"BTC": {"p1", "p3"}}
+    assert engine.stats.assessments == 0
+    assert engine.stats.tombstones == 0  # a close read during a rebuild publishes nothing
+    assert engine.next_due() is None
+
+
+def test_load_returns_what_it_rejected() -> None:
+    engine = Engine()
+    rejected = engine.load([position("p1", key="k1", offset=3), position("p2")])
+    assert [r.lineage.offset for r in rejected] == [3]
+    assert set(engine.table.positions) == {"p2"}
+
+
+def test_load_does_not_apply_the_future_guard() -> None:
+    engine = Engine()
+    engine.load([position(ts=T0 + 10**9)])
+    assert "p1" in engine.table.positions
+
+
+def test_settle_keeps_an_action_made_from_the_same_versions_and_its_timer() -> None:
+    before = published([position(partition=3)])["p1"]
+
+    engine = Engine()
+    engine.step([tick()], T0 + 1000)
+    engine.load([position(partition=3)])
+    engine.restore(3, "p1", before)
+    res = engine.settle(3, T0 + 1000)
+
+    assert res.outputs == [] and res.assessments == 0
+    assert engine.next_due() == T0 + 60 * MIN  # the restored next_evaluation_ts
+    row = engine.snapshot()[0]
+    assert row["latest_action"] == before
+    # The timer fires as it would have on the instance that published.
+    v = only(engine.fire_timers(T0 + 60 * MIN))
+    assert v["trigger"] == "timer" and v["event_ts"] == T0 + 60 * MIN
+    assert v["risk_score"] == approx(51.32)
+
+
+def test_a_timer_resumed_on_another_instance_gives_the_same_bytes() -> None:
+    live = Engine()
+    first = live.step([tick(), position(partition=1)], T0)
+    value = only(first)
+
+    rebuilt = Engine()
+    rebuilt.step([tick()], T0 + 5000)
+    rebuilt.load([position(partition=1)])
+    rebuilt.restore(1, "p1", value)
+    assert rebuilt.settle(1, T0 + 5000).outputs == []
+
+    for k in (1, 2):
+        a = live.fire_timers(T0 + k * 60 * MIN)
+        b = rebuilt.fire_timers(T0 + k * 60 * MIN)
+        assert [o.data for o in a.outputs] == [o.data for o in b.outputs]
+        assert len(a.outputs) == 1
+
+
+def test_settle_reassesses_a_position_updated_while_down() -> None:
+    before = published([position(partition=3)])["p1"]
+
+    engine = Engine()
+    engine.step([tick()], T0 + 1000)
+    engine.load([position(partition=3), position(size=20.0, ts=T0 + 1000, partition=3)])
+    engine.restore(3, "p1", before)
+    res = engine.settle(3, T0 + 1000)
+
+    assert res.assessments == 1
+    v = only(res)  # 48.82 → 50.14 (liquidity 2.64): published
+    assert v["risk_score"] == approx(50.14)
+    assert v["position_ts"] == T0 + 1000
+    assert v["trigger"] == "position"
+    assert engine.next_due() == T0 + 1000 + 60 * MIN
+
+
+def test_settle_reassesses_when_a_newer_tick_arrived_and_compares_with_the_restored() -> None:
+    before = published([position(partition=3)])["p1"]
+
+    engine = Engine()
+    engine.step([tick(ts=T0 + MIN)], T0 + MIN)  # same values, a newer tick
+    engine.load([position(partition=3)])
+    engine.restore(3, "p1", before)
+    res = engine.settle(3, T0 + MIN)
+
+    # Assessed at T0 + 1 min (48.82 + 1/24): within a point of what was published,
+    # same action and instrument: nothing to publish, but the timer moves.
+    assert res.assessments == 1
+    assert res.outputs == []
+    assert engine.stats.suppressed == 1
+    assert engine.next_due() == T0 + 61 * MIN
+
+
+def test_settle_assesses_and_publishes_a_position_with_no_restored_action() -> None:
+    engine = Engine()
+    engine.step([tick()], T0)
+    engine.load([position(partition=2)])
+    v = only(engine.settle(2, T0))
+    assert v["risk_score"] == approx(48.82)
+    assert engine.next_due() == T0 + 60 * MIN
+
+
+def test_settle_leaves_a_position_with_no_market_waiting() -> None:
+    engine = Engine()
+    engine.load([position(asset="ETH", partition=2)])
+    res = engine.settle(2, T0)
+    assert res.outputs == [] and res.assessments == 0
+    v = only(engine.step([tick("ETH", price=3_000.0)], T0))
+    assert v["trigger"] == "tick"
+
+
+def test_settle_tombstones_a_restored_action_whose_position_is_gone() -> None:
+    before = published([position("p1", partition=4), position("p2", partition=4)])
+
+    engine = Engine()
+    engine.step([tick()], T0)
+    engine.load([position("p1", partition=4), position("p2", partition=4), close("p2")])
+    engine.restore(4, "p1", before["p1"])
+    engine.restore(4, "p2", before["p2"])
+    res = engine.settle(4, T0)
+
+    assert tombstones(res) == ["p2"]
+    assert res.assessments == 0
+    assert engine.stats.tombstones == 1
+    assert set(engine.table.positions) == {"p1"}
+
+
+def test_a_tombstone_read_back_forgets_the_restored_action() -> None:
+    before = published([position(partition=4)])["p1"]
+
+    engine = Engine()
+    engine.restore(4, "p1", before)
+    engine.restore(4, "p1", None)  # it was already tombstoned on risk-actions
+    assert engine.settle(4, T0).outputs == []
+
+
+def test_settle_fires_a_restored_timer_that_fell_due_while_down() -> None:
+    before = published([position(partition=3)])["p1"]
+
+    engine = Engine()
+    engine.step([tick()], T0)  # the same tick version as the restored action
+    engine.load([position(partition=3)])
+    engine.restore(3, "p1", before)
+    res = engine.settle(3, T0 + 61 * MIN)
+
+    v = only(res)
+    assert v["trigger"] == "timer"
+    assert v["event_ts"] == T0 + 60 * MIN
+    assert v["risk_score"] == approx(51.32)
+
+
+def test_settle_only_touches_its_own_partition() -> None:
+    engine = Engine()
+    engine.step([tick()], T0)
+    engine.load([position("a", partition=1), position("b", partition=2)])
+    res = engine.settle(1, T0)
+    assert [o.position_id for o in res.outputs] == ["a"]
+    res = engine.settle(2, T0)
+    assert [o.position_id for o in res.outputs] == ["b"]
+
+
+def test_drop_partition_forgets_its_positions_and_their_timers() -> None:
+    engine = Engine()
+    engine.step(
+        [
+            tick(),
+            position("a", partition=1),
+            position("b", partition=1, size=0.0),
+            position("c", partition=2),
+        ],
+        T0,
+    )
+    assert engine.drop_partition(1) == 2
+    assert set(engine.table.positions) == {"c"}
+    assert index_of(engine) == {"BTC": {"c"}}
+    assert set(engine.table.by_partition) == {2}
+    res = engine.fire_timers(T0 + 1000 * MIN)
+    assert {o.position_id for o in res.outputs} == {"c"}
+    assert res.assessments == 1
+    assert engine.drop_partition(1) == 0
+
+
+def test_drop_partition_forgets_restored_actions_not_yet_settled() -> None:
+    before = published([position(partition=5)])["p1"]
+    engine = Engine()
+    engine.restore(5, "p1", before)
+    engine.drop_partition(5)
+    assert engine.settle(5, T0).outputs == []
+
+
+def test_a_partition_reassigned_after_a_drop_rebuilds_cleanly() -> None:
+    engine = Engine()
+    engine.step([tick(), position(partition=1)], T0)
+    engine.drop_partition(1)
+    engine.load([position(partition=1)])
+    v = only(engine.settle(1, T0))  # nothing restored: assessed and published again
+    assert v["next_evaluation_ts"] == T0 + 60 * MIN
+    assert len(engine.fire_timers(T0 + 60 * MIN).outputs) == 1  # once, not twice
