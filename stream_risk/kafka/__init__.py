@@ -1,0 +1,1 @@
+"""The aiokafka shell: broker plumbing, topics, consumers, producer and DLQ."""

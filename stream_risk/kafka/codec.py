@@ -1,0 +1,158 @@
+"""Kafka records <-> core events. Every way a record can be bad ends as a `DeadLetter`
+with a reason a person can act on; nothing here raises on input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from pydantic import ValidationError
+
+from stream_risk.engine.events import Lineage, PositionEvent, TickEvent
+from stream_risk.models import MarketTick, PositionMessage
+
+#: A value larger than this is refused before parsing (DLQ'd as it is).
+MAX_VALUE_BYTES = 256 * 1024
+
+
+class Record(Protocol):
+    """The parts of an aiokafka ConsumerRecord the codec reads."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A record the engine refuses, and why."""
+
+    reason: str
+    kind: str  # a short label for metrics: not_json, invalid, too_large, key, ...
+    lineage: Lineage
+    key: bytes | None
+    value: bytes | None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        lin = self.lineage
+        return [
+            ("error", self.reason.encode()),
+            ("error_kind", self.kind.encode()),
+            ("source_topic", lin.topic.encode()),
+            ("source_partition", str(lin.partition).encode()),
+            ("source_offset", str(lin.offset).encode()),
+        ]
+
+
+def lineage_of(rec: Record) -> Lineage:
+    return Lineage(rec.topic, rec.partition, rec.offset, rec.timestamp)
+
+
+def describe(exc: ValidationError, what: str) -> str:
+    """One line naming each bad field: 'invalid position: size: Input should be ...'."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:10]:
+        loc = ".".join(str(p) for p in err["loc"]) or "value"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"invalid {what}: " + "; ".join(parts)
+
+
+def _classify(exc: ValidationError) -> str:
+    types = {e["type"] for e in exc.errors()}
+    if types & {"json_invalid", "json_type"}:
+        return "not_json"
+    return "invalid"
+
+
+def _decode_key(rec: Record) -> str | DeadLetter:
+    if rec.key is None:
+        return ""
+    try:
+        return rec.key.decode()
+    except UnicodeDecodeError:
+        return DeadLetter(
+            "record key is not UTF-8 text", "key", lineage_of(rec), rec.key, rec.value
+        )
+
+
+def _too_large(rec: Record) -> DeadLetter | None:
+    if rec.value is not None and len(rec.value) > MAX_VALUE_BYTES:
+        return DeadLetter(
+            f"value is {len(rec.value)} bytes, over the {MAX_VALUE_BYTES}-byte limit",
+            "too_large",
+            lineage_of(rec),
+            rec.key,
+            rec.value,
+        )
+    return None
+
+
+def decode_position(rec: Record) -> PositionEvent | DeadLetter:
+    key = _decode_key(rec)
+    if isinstance(key, DeadLetter):
+        return key
+    big = _too_large(rec)
+    if big is not None:
+        return big
+    lin = lineage_of(rec)
+    if rec.value is None:
+        if not key:
+            return DeadLetter(
+                "tombstone without a key: a close must be keyed by its position_id",
+                "key",
+                lin,
+                rec.key,
+                None,
+            )
+        return PositionEvent(key, None, rec.timestamp, lin)
+    try:
+        msg = PositionMessage.model_validate_json(rec.value)
+    except ValidationError as exc:
+        return DeadLetter(describe(exc, "position"), _classify(exc), lin, rec.key, rec.value)
+    return PositionEvent(key, msg, rec.timestamp, lin)
+
+
+def decode_tick(rec: Record) -> TickEvent | DeadLetter:
+    key = _decode_key(rec)
+    if isinstance(key, DeadLetter):
+        return key
+    big = _too_large(rec)
+    if big is not None:
+        return big
+    lin = lineage_of(rec)
+    if rec.value is None:
+        return DeadLetter("market tick without a value", "invalid", lin, rec.key, None)
+    try:
+        tick = MarketTick.model_validate_json(rec.value)
+    except ValidationError as exc:
+        return DeadLetter(describe(exc, "market tick"), _classify(exc), lin, rec.key, rec.value)
+    if key and key != tick.asset:
+        return DeadLetter(
+            f"record key {key!r} disagrees with body asset {tick.asset!r}: key ticks by asset",
+            "key",
+            lin,
+            rec.key,
+            rec.value,
+        )
+    return TickEvent(tick, lin)
+
+
+def decode_action(value: bytes | None) -> dict[str, Any] | None:
+    """A `risk-actions` value read back on rebuild (None for a tombstone or unreadable)."""
+    if value is None:
+        return None
+    try:
+        out = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return out if isinstance(out, dict) else None

@@ -1,0 +1,630 @@
+"""The Kafka shell around the pure core (DESIGN §4).
+
+- `positions`: a consumer group. On assignment a partition is paused and rebuilt from its
+  beginning (the compacted topic is the changelog; every version is read, the latest wins),
+  together with the same partition of `risk-actions` (the last action published per
+  position, so timers resume and unchanged positions are not re-published); then the group
+  consumer continues from where the rebuild ended. Revocation drops the partition's state.
+- `market-ticks`: read in full by every instance (a broadcast table), from a look-back
+  window, caught up before the group is joined.
+- Output: actions are produced to the positions partition of their position
+  (co-partitioned), acks=all, idempotent where the broker supports it. Offsets of a batch are
+  committed only after every record it caused is acknowledged (at-least-once).
+- Bad records go to `risk-dlq` with headers; nothing stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from stream_risk.engine import Engine, EngineConfig, PositionEvent, StepResult, TickEvent
+from stream_risk.engine.events import Event, Lineage, Rejected
+from stream_risk.kafka import topics as topic_admin
+from stream_risk.kafka.codec import DeadLetter, decode_action, decode_position, decode_tick
+from stream_risk.kafka.reader import read_to_end
+from stream_risk.sidecar.metrics import Metrics
+from stream_risk.sidecar.state import SidecarState
+
+log = logging.getLogger("stream_risk.engine")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ProcessorConfig:
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "stream-risk"
+    client_id: str = "stream-risk"
+    positions_topic: str = "positions"
+    ticks_topic: str = "market-ticks"
+    actions_topic: str = "risk-actions"
+    dlq_topic: str = "risk-dlq"
+    create_topics: bool = False
+    #: "auto": idempotent producer if the broker supports it; "on" / "off" force it.
+    idempotence: str = "auto"
+    tick_lookback_ms: int = 300_000
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    fetch_max_records: int = 10_000
+    linger_ms: int = 2
+    health_interval_s: float = 2.0
+    #: Extra aiokafka client settings (security: TLS, SASL).
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.positions_topic, self.ticks_topic, self.actions_topic, self.dlq_topic]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, proc: StreamProcessor) -> None:
+        self.proc = proc
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.proc._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.proc._on_assigned(assigned)
+
+
+class StreamProcessor(SidecarState):
+    """positions ⋈ market-ticks -> risk-actions, around one `Engine`."""
+
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        engine_config: EngineConfig | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.cfg = config
+        self.engine = Engine(engine_config)
+        self.metrics = metrics or Metrics.for_registry(CollectorRegistry())
+        self._producer: AIOKafkaProducer | None = None
+        self._ticks: AIOKafkaConsumer | None = None
+        self._positions: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._pending: set[int] = set()  # assigned positions partitions awaiting rebuild
+        self._live: dict[int, int] = {}  # rebuilt partition -> next offset to process
+        self._tick_next: dict[int, int] = {}  # ticks partition -> next offset to process
+        self._joined = False
+        self._ticks_caught_up = False
+        self._connected = False
+        self._missing_topics: list[str] = []
+        self._send_failing = False
+        self._co_partitioned = True
+        self._idempotent = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._last_lag_update = 0.0
+        self._last_stats: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        cfg = self.cfg
+        self._stopping.clear()
+        kw = cfg.client_kwargs
+        missing = await topic_admin.missing_topics(cfg.bootstrap_servers, cfg.topics, **kw)
+        if missing:
+            if not cfg.create_topics:
+                raise topic_admin.MissingTopicsError(missing)
+            names = topic_admin.TopicNames(
+                positions=cfg.positions_topic,
+                market_ticks=cfg.ticks_topic,
+                risk_actions=cfg.actions_topic,
+                risk_dlq=cfg.dlq_topic,
+            )
+            specs = [
+                s
+                for s in topic_admin.topic_specs(names, include_controls=False)
+                if s.name in missing
+            ]
+            await topic_admin.create_topics(cfg.bootstrap_servers, specs, **kw)
+        if cfg.idempotence == "auto":
+            self._idempotent = await topic_admin.probe_idempotence(cfg.bootstrap_servers, **kw)
+            if not self._idempotent:
+                log.warning(
+                    "the broker refused an idempotent producer: publishing with plain "
+                    "acks=all (duplicates possible on retries; consumers dedupe by key)"
+                )
+        else:
+            self._idempotent = cfg.idempotence == "on"
+        self.metrics.idempotence_enabled.set(1 if self._idempotent else 0)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=cfg.bootstrap_servers,
+            client_id=cfg.client_id,
+            acks="all",
+            enable_idempotence=self._idempotent,
+            linger_ms=cfg.linger_ms,
+            max_batch_size=1 << 20,
+            request_timeout_ms=30_000,
+            **kw,
+        )
+        await self._producer.start()
+        self._connected = True
+        parts = await self._producer.partitions_for(cfg.actions_topic)
+        pos_parts = await self._producer.partitions_for(cfg.positions_topic)
+        self._co_partitioned = len(parts) >= len(pos_parts)
+        if not self._co_partitioned:
+            log.warning(
+                "%s has fewer partitions (%d) than %s (%d): actions are keyed by hash and "
+                "not read back on rebuild, so every position is re-published after a restart",
+                cfg.actions_topic,
+                len(parts),
+                cfg.positions_topic,
+                len(pos_parts),
+            )
+        await self._start_ticks()
+        self._positions = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap_servers,
+            client_id=cfg.client_id,
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_records=cfg.fetch_max_records,
+            **kw,
+        )
+        await self._positions.start()
+        self._positions.subscribe([cfg.positions_topic], listener=_Rebalance(self))
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+
+    async def _start_ticks(self) -> None:
+        """Assign every ticks partition from the look-back window and catch up to the end."""
+        cfg = self.cfg
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap_servers,
+            client_id=cfg.client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=cfg.fetch_max_records,
+            **cfg.client_kwargs,
+        )
+        await consumer.start()
+        parts = consumer.partitions_for_topic(cfg.ticks_topic) or set()
+        tps = [TopicPartition(cfg.ticks_topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        since = wall_ms() - cfg.tick_lookback_ms
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
+        for tp in tps:
+            hit = found.get(tp)
+            if hit is None:
+                await consumer.seek_to_end(tp)
+            else:
+                # Some brokers answer 0 whatever the time (DESIGN §9): reading a little more
+                # history only refines the latest-market table, it never publishes.
+                consumer.seek(tp, hit.offset)
+        self._ticks = consumer
+        dead: list[DeadLetter] = []
+        res = StepResult()
+
+        def collect(tp: TopicPartition, records: Sequence[Any]) -> None:
+            # No positions are loaded yet: this only builds the latest-market table.
+            step = self.engine.step(self._decode(records, is_tick=True, dead=dead), wall_ms())
+            dead.extend(_rejected_letters(step.rejected, [records], -1))
+            res.outputs.extend(step.outputs)
+            self._tick_next[tp.partition] = records[-1].offset + 1
+
+        await read_to_end(consumer, tps, collect)
+        async with self._lock:
+            await self._publish(res, dead)
+        self._ticks_caught_up = True
+        log.info("market ticks caught up: %d assets known", len(self.engine.table.markets))
+
+    async def run(self) -> None:
+        """Process until `stop()`. Call `start()` first."""
+        assert self._ticks is not None and self._positions is not None
+        ticks, positions = self._ticks, self._positions
+        max_records = self.cfg.fetch_max_records
+        t_ticks: asyncio.Task[Any] | None = None
+        t_pos: asyncio.Task[Any] | None = None
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                if self._pending:
+                    await self._rebuild()
+                    continue
+                if t_ticks is None:
+                    t_ticks = asyncio.create_task(
+                        ticks.getmany(timeout_ms=500, max_records=max_records)
+                    )
+                if t_pos is None:
+                    t_pos = asyncio.create_task(
+                        positions.getmany(timeout_ms=500, max_records=max_records)
+                    )
+                due = self.engine.next_due()
+                timeout = 1.0
+                if due is not None:
+                    timeout = min(timeout, max(0.0, (due - wall_ms()) / 1000))
+                done, _ = await asyncio.wait(
+                    {t_ticks, t_pos, stop_wait},
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                events: list[Event] = []
+                dead: list[DeadLetter] = []
+                commits: dict[TopicPartition, int] = {}
+                raw_pos: list[Sequence[Any]] = []
+                if t_pos in done:
+                    batch = self._task_result(t_pos)
+                    t_pos = None
+                    for tp, records in batch.items():
+                        nxt = self._live.get(tp.partition)
+                        if nxt is None:
+                            continue  # not ours (revoked) or still rebuilding
+                        fresh = [r for r in records if r.offset >= nxt]
+                        if fresh:
+                            events.extend(self._decode(fresh, is_tick=False, dead=dead))
+                            commits[tp] = fresh[-1].offset + 1
+                            raw_pos.append(fresh)
+                raw: list[Sequence[Any]] = []
+                if t_ticks in done:
+                    batch = self._task_result(t_ticks)
+                    t_ticks = None
+                    for tp, records in batch.items():
+                        if records:
+                            events.extend(self._decode(records, is_tick=True, dead=dead))
+                            self._tick_next[tp.partition] = records[-1].offset + 1
+                            raw.append(records)
+                if self._stopping.is_set() and not events:
+                    break
+                async with self._lock:
+                    # Partitions revoked while we waited: drop their records.
+                    if commits:
+                        keep = {p for p in self._live}
+                        events = [
+                            e
+                            for e in events
+                            if not isinstance(e, PositionEvent) or e.lineage.partition in keep
+                        ]
+                        commits = {tp: o for tp, o in commits.items() if tp.partition in keep}
+                    res = self.engine.step(events, wall_ms())
+                    if res.rejected:
+                        dead.extend(_rejected_letters(res.rejected, [*raw, *raw_pos], -1))
+                        res.rejected.clear()
+                    await self._publish(res, dead)
+                    if commits:
+                        for tp, off in commits.items():
+                            self._live[tp.partition] = off
+                        await self._commit(commits)
+                self._update_gauges()
+        finally:
+            for t in (t_ticks, t_pos, stop_wait):
+                if t is not None:
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
+
+    def _task_result(self, task: asyncio.Task[Any]) -> dict[TopicPartition, list[Any]]:
+        try:
+            result: dict[TopicPartition, list[Any]] = task.result()
+            return result
+        except KafkaError as exc:
+            log.warning("fetch failed (the consumer reconnects by itself): %s", exc)
+            return {}
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Flush, commit and leave the group. Safe to call more than once."""
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks.clear()
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError):
+                await self._producer.flush()
+        for c in (self._positions, self._ticks):
+            if c is not None:
+                with contextlib.suppress(KafkaError):
+                    await c.stop()
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError):
+                await self._producer.stop()
+        self._positions = self._ticks = None
+        self._producer = None
+
+    # ------------------------------------------------------------------ rebalancing
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._joined = True
+        new = [tp for tp in assigned if tp.partition not in self._live]
+        if new and self._positions is not None:
+            self._positions.pause(*new)
+        self._pending.update(tp.partition for tp in new)
+        log.info("assigned positions partitions %s", sorted(tp.partition for tp in assigned))
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in revoked:
+                self._pending.discard(tp.partition)
+                if self._live.pop(tp.partition, None) is not None:
+                    dropped = self.engine.drop_partition(tp.partition)
+                    log.info("partition %d revoked: dropped %d positions", tp.partition, dropped)
+
+    async def _rebuild(self) -> None:
+        """Rebuild every pending partition from its changelog, then resume it."""
+        cfg = self.cfg
+        assert self._positions is not None
+        parts = sorted(self._pending)
+        t0 = time.perf_counter()
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap_servers,
+            client_id=f"{cfg.client_id}-rebuild",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=cfg.fetch_max_records,
+            **cfg.client_kwargs,
+        )
+        await reader.start()
+        try:
+            pos_tps = [TopicPartition(cfg.positions_topic, p) for p in parts]
+            committed: dict[int, int] = {}
+            for tp in pos_tps:
+                c = await self._positions.committed(tp)
+                committed[tp.partition] = -1 if c is None else c
+            dead: list[DeadLetter] = []
+            loaded = 0
+
+            def load(tp: TopicPartition, records: Sequence[Any]) -> None:
+                nonlocal loaded
+                # Records before the committed offset were DLQ'd when first consumed.
+                bad: list[DeadLetter] = []
+                events = self._decode(records, is_tick=False, dead=bad)
+                first_new = committed[tp.partition]
+                dead.extend(d for d in bad if d.lineage.offset >= first_new)
+                rejected = self.engine.load(e for e in events if isinstance(e, PositionEvent))
+                dead.extend(_rejected_letters(rejected, [records], first_new))
+                loaded += len(records)
+
+            reader.assign(pos_tps)
+            await reader.seek_to_beginning(*pos_tps)
+            ends = await read_to_end(reader, pos_tps, load)
+            if self._co_partitioned:
+                act_tps = [TopicPartition(cfg.actions_topic, p) for p in parts]
+
+                def restore(tp: TopicPartition, records: Sequence[Any]) -> None:
+                    for r in records:
+                        if r.key is not None:
+                            self.engine.restore(
+                                tp.partition, r.key.decode(errors="replace"), decode_action(r.value)
+                            )
+
+                reader.assign(act_tps)
+                await reader.seek_to_beginning(*act_tps)
+                await read_to_end(reader, act_tps, restore)
+        finally:
+            await reader.stop()
+        async with self._lock:
+            now = wall_ms()
+            res = StepResult()
+            commits: dict[TopicPartition, int] = {}
+            for tp in pos_tps:
+                p = tp.partition
+                if p not in self._pending:  # revoked meanwhile
+                    self.engine.drop_partition(p)
+                    continue
+                settled = self.engine.settle(p, now)
+                res.outputs.extend(settled.outputs)
+                res.assessments += settled.assessments
+                self._positions.seek(tp, ends[tp])
+                commits[tp] = ends[tp]
+            await self._publish(res, dead)
+            await self._commit(commits)
+            for tp in commits:
+                self._pending.discard(tp.partition)
+                self._live[tp.partition] = ends[tp]
+            self._positions.resume(*commits)
+        took = time.perf_counter() - t0
+        self.metrics.rebuild_seconds.observe(took)
+        log.info(
+            "rebuilt partitions %s: %d records, %d positions, %d actions in %.3fs",
+            parts,
+            loaded,
+            len(self.engine.table.positions),
+            len(res.outputs),
+            took,
+        )
+
+    # ------------------------------------------------------------------ I/O helpers
+    def _decode(
+        self, records: Sequence[ConsumerRecord[Any, Any]], is_tick: bool, dead: list[DeadLetter]
+    ) -> list[Event]:
+        out: list[Event] = []
+        topic = self.cfg.ticks_topic if is_tick else self.cfg.positions_topic
+        self.metrics.records_consumed.labels(topic=topic).inc(len(records))
+        decode = decode_tick if is_tick else decode_position
+        for rec in records:
+            ev = decode(rec)
+            if isinstance(ev, DeadLetter):
+                dead.append(ev)
+            else:
+                out.append(ev)
+        return out
+
+    async def _publish(self, res: StepResult, dead: list[DeadLetter]) -> None:
+        """Produce a step's actions and dead letters; return once all are acknowledged."""
+        if not res.outputs and not dead:
+            return
+        cfg = self.cfg
+        while True:
+            producer = self._producer
+            assert producer is not None
+            try:
+                futures = []
+                for out in res.outputs:
+                    part = out.partition if self._co_partitioned and out.partition >= 0 else None
+                    futures.append(
+                        await producer.send(
+                            cfg.actions_topic,
+                            value=out.data,
+                            key=out.position_id.encode(),
+                            partition=part,
+                        )
+                    )
+                for d in dead:
+                    futures.append(
+                        await producer.send(
+                            cfg.dlq_topic, value=d.value, key=d.key, headers=d.headers()
+                        )
+                    )
+                await asyncio.gather(*futures)
+                break
+            except KafkaError as exc:
+                self._send_failing = True
+                log.warning("publishing failed, retrying the batch in 1s: %s", exc)
+                await asyncio.sleep(1.0)
+        self._send_failing = False
+        now = wall_ms()
+        m = self.metrics
+        for out in res.outputs:
+            if out.value is None:
+                m.actions_published.labels(action="TOMBSTONE").inc()
+                continue
+            m.actions_published.labels(action=out.value["action"]).inc()
+            ts = out.tick_lineage.timestamp_ms
+            if out.value["trigger"] == "tick" and ts > 0:
+                m.tick_to_action_seconds.observe(max(0.0, (now - ts) / 1000))
+        for d in dead:
+            m.dlq_records.labels(topic=d.lineage.topic, reason=d.kind).inc()
+            log.warning(
+                "DLQ %s[%d]@%d: %s",
+                d.lineage.topic,
+                d.lineage.partition,
+                d.lineage.offset,
+                d.reason,
+            )
+        m.assessments.labels(source="engine").inc(res.assessments)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets or self._positions is None:
+            return
+        try:
+            await self._positions.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance is under way: the new owner re-reads from the last commit.
+            log.warning("commit failed (records will be re-read by their owner): %s", exc)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.health_interval_s)
+            producer = self._producer
+            if producer is None:
+                continue
+            try:
+                md = await asyncio.wait_for(producer.client.fetch_all_metadata(), 5.0)
+                self._connected = True
+                present = md.topics()
+                self._missing_topics = [t for t in self.cfg.topics if t not in present]
+            except (KafkaError, TimeoutError, OSError) as exc:
+                if self._connected:
+                    log.warning("broker unreachable: %s", exc)
+                self._connected = False
+            self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        m = self.metrics
+        t = self.engine.table
+        m.table_positions.set(len(t.positions))
+        m.table_assets.set(len(t.markets))
+        m.timers_pending.set(len(self.engine.timers))
+        m.broker_connected.set(1 if self._connected else 0)
+        ready, _ = self.is_ready()
+        m.ready.set(1 if ready else 0)
+        self._sync_stats()
+        now = time.monotonic()
+        if now - self._last_lag_update >= 1.0:
+            self._last_lag_update = now
+            for consumer, nexts in ((self._positions, self._live), (self._ticks, self._tick_next)):
+                if consumer is None:
+                    continue
+                for tp in consumer.assignment():
+                    hw = consumer.highwater(tp)
+                    nxt = nexts.get(tp.partition)
+                    if hw is not None and nxt is not None:
+                        m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                            max(0, hw - nxt)
+                        )
+
+    def _sync_stats(self) -> None:
+        """Carry the core's plain counters over to Prometheus (as deltas)."""
+        now = self.engine.stats.as_dict()
+        last = self._last_stats
+        m = self.metrics
+
+        def delta(name: str) -> int:
+            return now[name] - last.get(name, 0)
+
+        m.out_of_order.labels(kind="tick").inc(delta("out_of_order_ticks"))
+        m.out_of_order.labels(kind="position").inc(delta("out_of_order_positions"))
+        m.out_of_order.labels(kind="future").inc(delta("future_records"))
+        m.duplicates.labels(kind="tick").inc(delta("duplicate_ticks"))
+        m.duplicates.labels(kind="position").inc(delta("duplicate_positions"))
+        m.stale_market_data.inc(delta("stale_assessments"))
+        self._last_stats = now
+
+    # ------------------------------------------------------------------ sidecar state
+    def is_ready(self) -> tuple[bool, list[str]]:
+        reasons = []
+        if not self._ticks_caught_up:
+            reasons.append("market ticks not caught up yet")
+        if not self._joined:
+            reasons.append(f"not yet assigned by consumer group {self.cfg.group_id!r}")
+        if self._pending:
+            reasons.append(f"rebuilding positions partitions {sorted(self._pending)}")
+        if not self._connected:
+            reasons.append(f"broker {self.cfg.bootstrap_servers} unreachable")
+        if self._missing_topics:
+            reasons.append(
+                f"topics missing on the broker: {', '.join(self._missing_topics)} "
+                "(was the broker restarted without persistent storage?)"
+            )
+        if self._send_failing:
+            reasons.append("publishing to the broker is failing (retrying)")
+        return (not reasons, reasons)
+
+    def positions(self, asset: str | None = None) -> list[dict[str, Any]]:
+        return self.engine.snapshot(asset)
+
+
+def _rejected_letters(
+    rejected: list[Rejected], batches: Sequence[Sequence[Any]], first_new: int
+) -> list[DeadLetter]:
+    """Dead letters for records the core refused, with their original key and bytes."""
+    by_lineage = {(r.topic, r.partition, r.offset): r for recs in batches for r in recs}
+    out = []
+    for rj in rejected:
+        lin = rj.lineage
+        if lin.offset < first_new:
+            continue
+        rec = by_lineage.get((lin.topic, lin.partition, lin.offset))
+        out.append(
+            DeadLetter(
+                rj.reason,
+                "rejected",
+                rj.lineage,
+                None if rec is None else rec.key,
+                None if rec is None else rec.value,
+            )
+        )
+    return out
+
+
+__all__ = ["Lineage", "ProcessorConfig", "StreamProcessor", "TickEvent"]

@@ -1,0 +1,331 @@
+"""Topic names, their specs, and topic administration over aiokafka's admin client.
+
+Missing topics are found with ``list_topics()`` only: on Tansu any metadata request
+naming an unknown topic (a producer send, a consumer subscribe, even
+``describe_topics``) creates it with 4 partitions and default configs, so nothing
+here ever names a topic to the broker before it is known to exist, except to create
+it.
+
+Every function takes ``**client_kwargs``, passed through to aiokafka unchanged
+(``security_protocol``, ``ssl_context``, ``sasl_*``, ``request_timeout_ms``,
+``client_id``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+__all__ = [
+    "ALL_TOPICS",
+    "CORE_TOPICS",
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_SPECS",
+    "MARKET_TICKS",
+    "POSITIONS",
+    "RISK_ACTIONS",
+    "RISK_ALERTS",
+    "RISK_CONFIG",
+    "RISK_DLQ",
+    "MissingTopicsError",
+    "TopicCreationError",
+    "TopicNames",
+    "TopicSpec",
+    "create_topics",
+    "ensure_topics",
+    "missing_topics",
+    "probe_idempotence",
+    "topic_specs",
+]
+
+log = logging.getLogger(__name__)
+
+POSITIONS = "positions"
+MARKET_TICKS = "market-ticks"
+RISK_ACTIONS = "risk-actions"
+RISK_DLQ = "risk-dlq"
+RISK_CONFIG = "risk-config"
+RISK_ALERTS = "risk-alerts"
+
+#: The four topics of the contract's §2.
+CORE_TOPICS: tuple[str, ...] = (POSITIONS, MARKET_TICKS, RISK_ACTIONS, RISK_DLQ)
+#: §2 plus the risk-desk controls of §10.
+ALL_TOPICS: tuple[str, ...] = (*CORE_TOPICS, RISK_CONFIG, RISK_ALERTS)
+
+DEFAULT_PARTITIONS = 6
+#: Replication factor used when a spec leaves it open: min(this, brokers in the cluster).
+MAX_DEFAULT_REPLICATION = 3
+
+_DAY_MS = 24 * 60 * 60 * 1000
+_COMPACT: Mapping[str, str] = {"cleanup.policy": "compact"}
+
+
+def _delete(retention_days: int) -> dict[str, str]:
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_days * _DAY_MS)}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """The topic names one deployment (or one test) uses."""
+
+    positions: str = POSITIONS
+    market_ticks: str = MARKET_TICKS
+    risk_actions: str = RISK_ACTIONS
+    risk_dlq: str = RISK_DLQ
+    risk_config: str = RISK_CONFIG
+    risk_alerts: str = RISK_ALERTS
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> TopicNames:
+        """Every default name with ``prefix`` in front (e.g. per test, per environment)."""
+        return cls(*(prefix + name for name in ALL_TOPICS))
+
+    def core(self) -> tuple[str, ...]:
+        """positions, market-ticks, risk-actions, risk-dlq."""
+        return (self.positions, self.market_ticks, self.risk_actions, self.risk_dlq)
+
+    def all(self) -> tuple[str, ...]:
+        """The core topics plus risk-config and risk-alerts."""
+        return (*self.core(), self.risk_config, self.risk_alerts)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """How a topic is created.
+
+    ``replication_factor=None`` means min(3, number of brokers in the cluster).
+    """
+
+    name: str
+    partitions: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+    replication_factor: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a topic needs a name")
+        if self.partitions < 1:
+            raise ValueError(f"{self.name}: partitions must be >= 1, got {self.partitions}")
+        if self.replication_factor is not None and self.replication_factor < 1:
+            raise ValueError(f"{self.name}: replication_factor must be >= 1")
+
+
+def topic_specs(
+    names: TopicNames | None = None,
+    *,
+    partitions: int = DEFAULT_PARTITIONS,
+    replication_factor: int | None = None,
+    include_controls: bool = True,
+) -> list[TopicSpec]:
+    """The specs of the project's topics.
+
+    - positions, risk-actions: compacted (the latest value per key is the table),
+      ``partitions`` partitions (they bound the consumer group's scale-out).
+    - market-ticks: ``partitions`` partitions, delete policy, 7 days' retention.
+    - risk-dlq: 1 partition (low volume, one ordered record of what went wrong),
+      delete policy, 30 days' retention (time to investigate and replay).
+    - risk-config (compacted) and risk-alerts (delete, 30 days): 1 partition each;
+      with ``include_controls=False`` they are left out.
+    """
+    n = names or TopicNames()
+    rf = replication_factor
+    specs = [
+        TopicSpec(n.positions, partitions, dict(_COMPACT), rf),
+        TopicSpec(n.market_ticks, partitions, _delete(7), rf),
+        TopicSpec(n.risk_actions, partitions, dict(_COMPACT), rf),
+        TopicSpec(n.risk_dlq, 1, _delete(30), rf),
+    ]
+    if include_controls:
+        specs += [
+            TopicSpec(n.risk_config, 1, dict(_COMPACT), rf),
+            TopicSpec(n.risk_alerts, 1, _delete(30), rf),
+        ]
+    return specs
+
+
+#: The specs with the default names and partition counts.
+DEFAULT_SPECS: tuple[TopicSpec, ...] = tuple(topic_specs())
+
+
+class MissingTopicsError(Exception):
+    """Topics the engine needs do not exist on the broker."""
+
+    def __init__(self, missing: Sequence[str], bootstrap_servers: str | None = None) -> None:
+        self.missing = list(missing)
+        self.bootstrap_servers = bootstrap_servers
+        where = f" on {bootstrap_servers}" if bootstrap_servers else ""
+        super().__init__(
+            f"missing Kafka topic(s){where}: {', '.join(self.missing)}. "
+            "Run `stream-risk topics create` or pass --create-topics."
+        )
+
+
+class TopicCreationError(Exception):
+    """The broker refused to create a topic, or it did not show up afterwards."""
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str, client_kwargs: Mapping[str, Any]) -> AsyncIterator[Any]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
+    try:
+        await admin.start()
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def _list(admin: Any) -> set[str]:
+    return set(await admin.list_topics())
+
+
+async def missing_topics(bootstrap: str, names: Iterable[str], **client_kwargs: Any) -> list[str]:
+    """The names in ``names`` that do not exist, in the given order.
+
+    Uses ``list_topics()`` only, so it never creates anything (see the module doc).
+    """
+    wanted = _unique(names)
+    async with _admin(bootstrap, client_kwargs) as admin:
+        existing = await _list(admin)
+    return [name for name in wanted if name not in existing]
+
+
+async def _replication_factor(admin: Any) -> int:
+    info: dict[str, Any] = await admin.describe_cluster()
+    brokers = len(info.get("brokers") or []) or 1
+    return min(MAX_DEFAULT_REPLICATION, brokers)
+
+
+async def create_topics(
+    bootstrap: str,
+    specs: Iterable[TopicSpec],
+    *,
+    timeout_s: float = 30.0,
+    **client_kwargs: Any,
+) -> list[str]:
+    """Create the topics of ``specs`` that do not exist yet; return those it created.
+
+    Idempotent: existing topics are left alone (their partitions and configs are not
+    checked or changed), and a topic created concurrently by someone else counts as
+    existing. Waits until every topic of ``specs`` is listed by the broker.
+
+    Raises:
+        TopicCreationError: the broker refused a topic, or a topic was not listed
+            within ``timeout_s``.
+    """
+    by_name: dict[str, TopicSpec] = {}
+    for spec in specs:
+        by_name.setdefault(spec.name, spec)
+    if not by_name:
+        return []
+    created: list[str] = []
+    async with _admin(bootstrap, client_kwargs) as admin:
+        existing = await _list(admin)
+        todo = [spec for name, spec in by_name.items() if name not in existing]
+        if todo:
+            default_rf = None
+            if any(spec.replication_factor is None for spec in todo):
+                default_rf = await _replication_factor(admin)
+            new_topics = [
+                NewTopic(
+                    spec.name,
+                    spec.partitions,
+                    spec.replication_factor or default_rf,
+                    topic_configs=dict(spec.configs),
+                )
+                for spec in todo
+            ]
+            response = await admin.create_topics(
+                new_topics, timeout_ms=max(1, int(timeout_s * 1000))
+            )
+            errors: list[str] = []
+            for topic, code, *rest in response.topic_errors:
+                if code == 0:
+                    created.append(topic)
+                elif code == TopicAlreadyExistsError.errno:
+                    continue
+                else:
+                    message = rest[0] if rest and rest[0] else for_code(code).__name__
+                    errors.append(f"{topic}: {message} (error code {code})")
+            if errors:
+                raise TopicCreationError(
+                    f"the broker at {bootstrap} refused to create: {'; '.join(errors)}"
+                )
+            log.info("created topics %s on %s", ", ".join(created) or "(none)", bootstrap)
+
+        # Metadata can lag behind CreateTopics on a multi-broker cluster: wait until listed.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            absent = [name for name in by_name if name not in await _list(admin)]
+            if not absent:
+                break
+            if time.monotonic() >= deadline:
+                raise TopicCreationError(
+                    f"topic(s) {', '.join(absent)} not listed by {bootstrap} "
+                    f"{timeout_s:g}s after creating them"
+                )
+            await asyncio.sleep(0.1)
+    return [name for name in by_name if name in created]
+
+
+async def ensure_topics(
+    bootstrap: str,
+    specs: Iterable[TopicSpec],
+    *,
+    create: bool = False,
+    **client_kwargs: Any,
+) -> list[str]:
+    """Check the topics of ``specs`` exist; with ``create=True``, create the missing ones.
+
+    Returns the topics it created (always empty without ``create``).
+
+    Raises:
+        MissingTopicsError: ``create`` is false and some topics are missing.
+        TopicCreationError: see :func:`create_topics`.
+    """
+    spec_list = list(specs)
+    if create:
+        return await create_topics(bootstrap, spec_list, **client_kwargs)
+    missing = await missing_topics(bootstrap, [s.name for s in spec_list], **client_kwargs)
+    if missing:
+        raise MissingTopicsError(missing, bootstrap)
+    return []
+
+
+async def probe_idempotence(
+    bootstrap: str, *, timeout_s: float = 10.0, **client_kwargs: Any
+) -> bool:
+    """Whether an idempotent producer (``enable_idempotence=True``, ``acks="all"``) starts.
+
+    Never raises (except on cancellation): any failure to start, including an
+    unreachable broker or the time-out, answers ``False`` and is logged at INFO. On
+    Tansu 0.6 the start fails with ``UnknownError`` (InitProducerId v0 is rejected) in
+    a few milliseconds. The producer is always stopped.
+    """
+    kwargs = {**client_kwargs, "enable_idempotence": True, "acks": "all"}
+    producer: AIOKafkaProducer | None = None
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kwargs)
+        await asyncio.wait_for(producer.start(), timeout_s)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.info("idempotent producer does not start on %s: %r", bootstrap, exc)
+        return False
+    finally:
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+    return True

@@ -1,0 +1,288 @@
+"""The stream processor over a real broker: positions + ticks in, risk actions out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream_risk.engine import EngineConfig
+from stream_risk.kafka.processor import ProcessorConfig, StreamProcessor
+
+pytestmark = pytest.mark.broker
+
+T_WAIT = 30.0
+
+
+def config(bootstrap: str, **kw: Any) -> ProcessorConfig:
+    tag = uuid.uuid4().hex[:8]
+    base: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "group_id": f"g-{tag}",
+        "positions_topic": f"positions-{tag}",
+        "ticks_topic": f"ticks-{tag}",
+        "actions_topic": f"actions-{tag}",
+        "dlq_topic": f"dlq-{tag}",
+        "create_topics": True,
+        # 1 s sessions: a group join takes ~1 s on the embedded broker (10 s: ~5 s).
+        "session_timeout_ms": 1000,
+        "heartbeat_interval_ms": 100,
+    }
+    base.update(kw)
+    return ProcessorConfig(**base)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    cfg: ProcessorConfig, engine_config: EngineConfig | None = None
+) -> AsyncIterator[StreamProcessor]:
+    proc = StreamProcessor(cfg, engine_config)
+    await proc.start()
+    task = asyncio.create_task(proc.run())
+    try:
+        await wait_for(lambda: proc.is_ready()[0], "processor ready", proc)
+        yield proc
+    finally:
+        proc.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 20)
+        await proc.stop()
+
+
+async def wait_for(
+    cond: Callable[[], bool], what: str, proc: StreamProcessor | None = None
+) -> None:
+    deadline = time.monotonic() + T_WAIT
+    while not cond():
+        if time.monotonic() > deadline:
+            why = proc.is_ready()[1] if proc is not None else []
+            raise AssertionError(f"timed out waiting for {what}; not ready because: {why}")
+        await asyncio.sleep(0.05)
+
+
+async def produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+class TopicReader:
+    """Reads a whole topic from the beginning, accumulating records."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.records: list[Any] = []
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def __aenter__(self) -> TopicReader:
+        c = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
+        await c.start()
+        parts = c.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in parts]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        self._consumer = c
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def poll(self) -> None:
+        assert self._consumer is not None
+        batch = await self._consumer.getmany(timeout_ms=100)
+        for recs in batch.values():
+            self.records.extend(recs)
+
+    async def until(self, cond: Callable[[list[Any]], bool], what: str) -> list[Any]:
+        deadline = time.monotonic() + T_WAIT
+        while not cond(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; have {len(self.records)}")
+            await self.poll()
+        return self.records
+
+    def latest(self) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
+        for r in self.records:
+            out[r.key.decode()] = None if r.value is None else orjson.loads(r.value)
+        return out
+
+
+def pos(pid: str, asset: str, size: float, entry: float, ts: int, **kw: Any) -> tuple[bytes, bytes]:
+    body = {"position_id": pid, "asset": asset, "size": size, "entry_price": entry, "ts": ts}
+    body.update(kw)
+    return pid.encode(), orjson.dumps(body)
+
+
+def tick(asset: str, ts: int, price: float, **kw: Any) -> tuple[bytes, bytes]:
+    body = {"asset": asset, "ts": ts, "current_price": price}
+    body.update(kw)
+    return asset.encode(), orjson.dumps(body)
+
+
+BTC_MARKET = {
+    "volatility_1d": 0.05,
+    "spot_spread_bps": 3,
+    "perp_funding_rate": 0.08,
+    "bid_depth_usd": 5e6,
+    "ask_depth_usd": 5e6,
+}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def test_positions_and_ticks_become_actions(kafka_bootstrap: str) -> None:
+    cfg = config(kafka_bootstrap)
+    t0 = now_ms()
+    async with running(cfg) as proc:
+        await produce(
+            kafka_bootstrap,
+            cfg.positions_topic,
+            [
+                # Age 60 min as of t0: the worked example.
+                pos("btc-1", "BTC", 10, 45000, t0, age_minutes=60),
+                pos("eth-1", "ETH", -200, 2500, t0),
+            ],
+        )
+        await produce(
+            kafka_bootstrap,
+            cfg.ticks_topic,
+            [
+                tick("BTC", t0, 44000, **BTC_MARKET),
+                tick("ETH", t0, 2400, volatility_1d=0.02, spot_spread_bps=2),
+            ],
+        )
+        async with TopicReader(kafka_bootstrap, cfg.actions_topic) as actions:
+            await actions.until(lambda rs: {r.key for r in rs} >= {b"btc-1", b"eth-1"}, "actions")
+            latest = actions.latest()
+            btc = latest["btc-1"]
+            assert btc is not None
+            # The worked example: loss 30 + age 2.5 + vol 15 + liquidity 440000/5e6*15 = 1.32.
+            assert btc["risk_score"] == pytest.approx(30 + 2.5 + 15 + 440000 / 5e6 * 15, rel=1e-9)
+            assert btc["action"] == "HEDGE_PARTIAL"
+            assert btc["suggested_hedge"]["instrument"] == "perp_short"
+            assert btc["suggested_hedge"]["size"] == pytest.approx(5.0)
+            assert btc["suggested_hedge"]["total_cost_usd"] == pytest.approx(5 * 44000 * 3 / 1e4)
+            assert btc["re_evaluate_minutes"] == 60
+            assert btc["position_notional_usd"] == pytest.approx(440000)
+            assert btc["position_id"] == "btc-1"
+            assert btc["tick_ts"] == t0 and btc["position_ts"] == t0
+            assert btc["stale_market_data"] is False
+            eth = latest["eth-1"]
+            assert eth is not None
+            # Short 200 ETH at 2400: notional 480000; loss 30 × min(1, 0.02/0.05) = 12;
+            # vol 0.02/0.04 × 10 = 5; liquidity 480000/1e6 × 15 = 7.2 (ask depth default).
+            assert eth["risk_score"] == pytest.approx(12 + 0 + 5 + 7.2, rel=1e-9)
+            assert eth["action"] == "HOLD"
+
+            # Close the BTC position: a tombstone follows.
+            await produce(kafka_bootstrap, cfg.positions_topic, [(b"btc-1", None)])
+            await actions.until(
+                lambda rs: any(r.key == b"btc-1" and r.value is None for r in rs), "tombstone"
+            )
+            assert "btc-1" not in {p["position_id"] for p in proc.positions()}
+
+
+async def test_bad_records_go_to_dlq_and_processing_goes_on(kafka_bootstrap: str) -> None:
+    cfg = config(kafka_bootstrap)
+    t0 = now_ms()
+    async with running(cfg) as proc:
+        await produce(
+            kafka_bootstrap,
+            cfg.positions_topic,
+            [
+                (b"p-bad-1", b"this is not json"),
+                (b"p-bad-2", orjson.dumps({"asset": "BTC", "size": "ten", "entry_price": 1})),
+                (b"p-bad-3", orjson.dumps({"asset": "BTC", "size": 1, "entry_price": -5})),
+                pos("p-good", "BTC", 1, 40000, t0),
+            ],
+        )
+        await produce(
+            kafka_bootstrap,
+            cfg.ticks_topic,
+            [
+                (b"BTC", b"{truncated"),
+                tick("BTC", t0, 44000, **BTC_MARKET, colour="blue"),  # unknown field
+                tick("BTC", t0, 44000, **BTC_MARKET),
+            ],
+        )
+        async with TopicReader(kafka_bootstrap, cfg.dlq_topic) as dlq:
+            recs = await dlq.until(lambda rs: len(rs) >= 5, "5 dead letters")
+            assert len(recs) == 5
+            for r in recs:
+                headers = dict(r.headers)
+                assert set(headers) >= {
+                    "error",
+                    "source_topic",
+                    "source_partition",
+                    "source_offset",
+                }
+                assert headers["error"]
+            by_key = {(r.key, dict(r.headers)["source_topic"].decode()): r for r in recs}
+            bad2 = by_key[(b"p-bad-2", cfg.positions_topic)]
+            assert b"size" in dict(bad2.headers)["error"]
+            assert bad2.value == orjson.dumps({"asset": "BTC", "size": "ten", "entry_price": 1})
+            bad3 = by_key[(b"p-bad-3", cfg.positions_topic)]
+            assert b"entry_price" in dict(bad3.headers)["error"]
+            assert any(b"colour" in dict(r.headers)["error"] for r in recs)
+        async with TopicReader(kafka_bootstrap, cfg.actions_topic) as actions:
+            await actions.until(lambda rs: any(r.key == b"p-good" for r in rs), "good action")
+        assert proc.is_ready()[0]
+
+
+async def test_restart_rebuilds_table_and_does_not_republish(kafka_bootstrap: str) -> None:
+    cfg = config(kafka_bootstrap)
+    t0 = now_ms()
+    async with running(cfg):
+        await produce(
+            kafka_bootstrap,
+            cfg.positions_topic,
+            [pos(f"p{i}", "SOL", 100 + i, 150, t0) for i in range(20)],
+        )
+        await produce(
+            kafka_bootstrap,
+            cfg.ticks_topic,
+            [tick("SOL", t0, 140, volatility_1d=0.03, spot_spread_bps=4)],
+        )
+        async with TopicReader(kafka_bootstrap, cfg.actions_topic) as actions:
+            await actions.until(lambda rs: len({r.key for r in rs}) == 20, "20 actions")
+    async with TopicReader(kafka_bootstrap, cfg.actions_topic) as actions:
+        await actions.until(lambda rs: len(rs) >= 20, "first run's actions")
+        before = len(actions.records)
+        async with running(cfg) as proc:
+            assert len(proc.positions()) == 20
+            # Nothing changed while it was down: nothing is re-published.
+            await asyncio.sleep(1.5)
+            await actions.poll()
+            assert len(actions.records) == before
+            # A new tick acts on the rebuilt positions.
+            await produce(
+                kafka_bootstrap,
+                cfg.ticks_topic,
+                [tick("SOL", now_ms(), 120, volatility_1d=0.09, spot_spread_bps=4)],
+            )
+            await actions.until(lambda rs: len(rs) >= before + 20, "actions after the tick")
+            latest = actions.latest()
+            for i in range(20):
+                a = latest[f"p{i}"]
+                assert a is not None and a["trigger"] == "tick"
+                assert a["tick_ts"] > t0
