@@ -99,6 +99,7 @@ class StreamProcessor(SidecarState):
         self._stopping = asyncio.Event()
         self._pending: set[int] = set()  # assigned positions partitions awaiting rebuild
         self._live: dict[int, int] = {}  # rebuilt partition -> next offset to process
+        self._held: dict[int, int] = {}  # revoked, state kept until the next assignment
         self._tick_next: dict[int, int] = {}  # ticks partition -> next offset to process
         self._joined = False
         self._ticks_caught_up = False
@@ -343,20 +344,45 @@ class StreamProcessor(SidecarState):
 
     # ------------------------------------------------------------------ rebalancing
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Keep what we held before the rebalance and still own; rebuild the rest.
+
+        Kafka's eager rebalancing revokes every partition before each assignment. A
+        partition revoked and handed straight back was owned by nobody else in between, so
+        its table, timers and next offset are still exact: it resumes without a rebuild.
+        """
         self._joined = True
+        owned = {tp.partition for tp in assigned}
+        kept = {p: off for p, off in self._held.items() if p in owned}
+        for p in set(self._held) - owned:
+            dropped = self.engine.drop_partition(p)
+            log.info("partition %d moved away: dropped %d positions", p, dropped)
+        self._held.clear()
+        consumer = self._positions
+        for tp in assigned:
+            off = kept.get(tp.partition)
+            if off is not None:
+                self._live[tp.partition] = off
+                if consumer is not None:
+                    consumer.seek(tp, off)
         new = [tp for tp in assigned if tp.partition not in self._live]
-        if new and self._positions is not None:
-            self._positions.pause(*new)
+        if new and consumer is not None:
+            consumer.pause(*new)
         self._pending.update(tp.partition for tp in new)
-        log.info("assigned positions partitions %s", sorted(tp.partition for tp in assigned))
+        log.info(
+            "assigned positions partitions %s (kept %s, to rebuild %s)",
+            sorted(owned),
+            sorted(kept),
+            sorted(tp.partition for tp in new),
+        )
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Stop processing the revoked partitions; their state waits for the assignment."""
         async with self._lock:
             for tp in revoked:
                 self._pending.discard(tp.partition)
-                if self._live.pop(tp.partition, None) is not None:
-                    dropped = self.engine.drop_partition(tp.partition)
-                    log.info("partition %d revoked: dropped %d positions", tp.partition, dropped)
+                off = self._live.pop(tp.partition, None)
+                if off is not None:
+                    self._held[tp.partition] = off
 
     async def _rebuild(self) -> None:
         """Rebuild every pending partition from its changelog, then resume it."""
