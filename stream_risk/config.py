@@ -155,7 +155,7 @@ def _optional(info: FieldInfo) -> tuple[Any, FieldInfo]:
 #: cross-field rules are checked when merged onto a full config.
 RiskConfigPatch: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "RiskConfigPatch",
-    __config__=ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False),
+    __config__=ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True),
     **{name: _optional(info) for name, info in RiskConfig.model_fields.items()},
 )
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stream_risk.config import RiskConfig, RiskConfigPatch
+from stream_risk.config import RiskConfigPatch
 
 SCHEMA_VERSION = 1
 
@@ -24,7 +24,7 @@ MAX_TS_MS = 10**14  # year ~5138: a ts beyond it is a unit error (µs or ns), no
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
 
 
 # ---------------------------------------------------------------- /assess request
@@ -122,7 +122,7 @@ class AssessResponse(BaseModel):
 class PositionMessage(_Strict):
     """A record of the `positions` topic (key = position_id; a null value closes it)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
 
     position_id: str | None = Field(
         None, min_length=1, max_length=256, description="Defaults to the asset."

@@ -330,3 +330,11 @@ def test_schema_models_listed() -> None:
         "market-tick",
         "risk-action",
     }
+
+
+@pytest.mark.parametrize("bad", [True, "45000", None])
+def test_numbers_must_be_json_numbers_not_booleans_or_strings(bad: Any) -> None:
+    # A risk engine must not read `true` as 1 unit or "45000" as a price: strict numbers.
+    assert rejects(PositionIn, {**POSITION, "entry_price": bad}) == ["entry_price"]
+    assert rejects(MarketIn, {**MARKET, "current_price": bad}) == ["current_price"]
+    assert rejects(MarketTick, {**TICK, "current_price": bad}) == ["current_price"]

@@ -1,0 +1,24 @@
+"""The HTTP sidecar: health, readiness, metrics, stateless `/assess`, `/positions` (DESIGN §5)."""
+
+from stream_risk.sidecar.app import (
+    DEFAULT_MAX_BODY_BYTES,
+    METRICS_KEY,
+    STATE_KEY,
+    assess_bytes,
+    create_app,
+    parse_body,
+)
+from stream_risk.sidecar.metrics import Metrics
+from stream_risk.sidecar.state import SidecarState, StatelessState
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "METRICS_KEY",
+    "STATE_KEY",
+    "Metrics",
+    "SidecarState",
+    "StatelessState",
+    "assess_bytes",
+    "create_app",
+    "parse_body",
+]

@@ -1,0 +1,415 @@
+"""The risk dashboard page on the sidecar: `/`, its static files, and live updates by SSE.
+
+    add_dashboard(app, state, metrics=None)     # inside create_app, before the catch-all
+
+Routes (GET):
+
+- `/` : the page (`static/index.html`), served from the package: no CDN, works offline.
+- `/static/{name}` : the page's script, style sheet and icon (a fixed list; nothing else).
+- `/events` : Server-Sent Events (`text/event-stream`), one stream per open page:
+    - `snapshot` first: the whole table (`rows`, as `GET /positions`), `exposure` per asset,
+      `recent` (the latest actions, newest last) and `status` (ready, reasons, mode);
+    - then `update` whenever something changed: `upserts` (rows whose position or latest
+      action changed), `removed` (position ids closed), `exposure`, `status`;
+    - `action` for each new action seen (a compact summary, with the previous action and
+      score of that position) and for each closed position (`closed: true`): the live feed;
+    - a `: ping` comment after 15 s of silence, so proxies keep the stream open.
+
+How updates are found: one `DashboardHub` per app polls `state.positions()` every
+`interval` seconds (0.5 s) while at least one page is connected (never otherwise), and
+diffs it by position: a new `latest_action.assessed_at` is a new action. Actions published
+for one position within one interval are conflated (the latest is shown), as the table is.
+Every page gets the same frames, encoded once. A page that cannot keep up (256 frames
+queued) is disconnected; its `EventSource` reconnects and starts again from a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from stream_risk.sidecar.exposure import Exposure, exposure_of
+from stream_risk.sidecar.metrics import Metrics
+from stream_risk.sidecar.state import SidecarState
+
+log = logging.getLogger("stream_risk.sidecar.dashboard")
+
+#: The files `/static/{name}` serves, with their content types. Nothing else is reachable.
+STATIC_FILES: Final[Mapping[str, str]] = {
+    "dashboard.js": "text/javascript",
+    "dashboard.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+INDEX_FILE: Final = "index.html"
+#: How many recent actions a new page gets for its feed.
+RECENT_ACTIONS: Final = 60
+#: Frames queued for one page before it is disconnected as too slow.
+MAX_QUEUED_FRAMES: Final = 256
+
+_SSE_HEADERS: Final = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+}
+
+
+def _read_static(name: str) -> bytes:
+    return (resources.files("stream_risk.sidecar") / "static" / name).read_bytes()
+
+
+def frame(event: str, data: Any, event_id: int | None = None) -> bytes:
+    """One SSE frame. orjson never emits a raw newline, so the data is a single line."""
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
+    return head.encode() + b"data: " + orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS) + b"\n\n"
+
+
+def action_summary(
+    row: Mapping[str, Any], prev: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The feed entry for a row's latest action (None when it has none yet)."""
+    a = row.get("latest_action")
+    if not isinstance(a, Mapping):
+        return None
+    hedge = a.get("suggested_hedge")
+    out: dict[str, Any] = {
+        "position_id": row.get("position_id"),
+        "asset": row.get("asset"),
+        "action": a.get("action"),
+        "risk_score": a.get("risk_score"),
+        "hedge_pct": a.get("hedge_pct"),
+        "trigger": a.get("trigger"),
+        "reason_code": a.get("reason_code"),
+        "stale_market_data": a.get("stale_market_data"),
+        "assessed_at": a.get("assessed_at"),
+        "event_ts": a.get("event_ts"),
+        "instrument": hedge.get("instrument") if isinstance(hedge, Mapping) else None,
+        "hedge_size": hedge.get("size") if isinstance(hedge, Mapping) else None,
+        "hedge_cost_bps": hedge.get("total_cost_bps") if isinstance(hedge, Mapping) else None,
+        "prev_action": None,
+        "prev_score": None,
+    }
+    if prev is not None:
+        out["prev_action"] = prev.get("action")
+        out["prev_score"] = prev.get("risk_score")
+    return out
+
+
+def _signature(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a row worth re-sending (a new tick alone is not: the action carries it)."""
+    a = row.get("latest_action")
+    stamp = (a.get("assessed_at"), a.get("event_ts")) if isinstance(a, Mapping) else None
+    return (
+        row.get("size"),
+        row.get("entry_price"),
+        row.get("position_ts"),
+        row.get("next_evaluation_ts"),
+        tuple(row.get("waiting_for") or ()),
+        stamp,
+    )
+
+
+def _stamp(row: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """What identifies an action: when it was made, and as of which event time."""
+    a = row.get("latest_action")
+    return (a.get("assessed_at"), a.get("event_ts")) if isinstance(a, Mapping) else None
+
+
+class DashboardHub:
+    """Polls the state for the open pages and fans the frames out to each of them."""
+
+    def __init__(self, state: SidecarState, interval: float = 0.5) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        self.state = state
+        self.interval = interval
+        self._subs: set[asyncio.Queue[bytes | None]] = set()
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._sigs: dict[str, tuple[Any, ...]] = {}
+        #: position id -> (stamp, action, score) of the latest action seen
+        self._last: dict[str, tuple[Any, Any, Any]] = {}
+        self._exposure: Exposure = {}
+        self._status: dict[str, Any] = {}
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ACTIONS)
+        self._primed = False
+        self._seq = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.polls = 0
+        self.frames_sent = 0
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    # ------------------------------------------------------------------ subscribers
+    def subscribe(self) -> asyncio.Queue[bytes | None]:
+        """A queue of frames for one page, starting with a snapshot."""
+        q: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        if self._closed:
+            q.put_nowait(None)
+            return q
+        if not self._subs:
+            self._poll()  # the table may have moved on while nobody watched: no diff frames
+        q.put_nowait(self._snapshot_frame())
+        self._subs.add(q)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="dashboard-hub")
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[bytes | None]) -> None:
+        self._subs.discard(q)
+
+    async def close(self, app: web.Application | None = None) -> None:
+        """End every stream (on app shutdown, so it is not held up by open pages)."""
+        self._closed = True
+        for q in list(self._subs):
+            self._drop(q)
+        self._subs.clear()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    def _drop(self, q: asyncio.Queue[bytes | None]) -> None:
+        """Tell a page's handler to end its stream (even if its queue is full)."""
+        self._subs.discard(q)
+        while True:
+            try:
+                q.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+
+    def _broadcast(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        data = b"".join(frames)
+        for q in list(self._subs):
+            try:
+                q.put_nowait(data)
+                self.frames_sent += 1
+            except asyncio.QueueFull:
+                log.info("dashboard page too slow (%d frames queued): disconnected", q.qsize())
+                self._drop(q)
+
+    # ------------------------------------------------------------------ polling
+    async def _loop(self) -> None:
+        try:
+            while self._subs and not self._closed:
+                await asyncio.sleep(self.interval)
+                if not self._subs:
+                    break
+                self._broadcast(self._poll())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let a bug leave pages hanging without a word
+            log.exception("dashboard hub failed")
+            for q in list(self._subs):
+                self._drop(q)
+
+    def _poll(self) -> list[bytes]:
+        """Read the state, update the hub's copy, return the frames describing the change."""
+        self.polls += 1
+        try:
+            rows = self.state.positions()
+            ready, reasons = self.state.is_ready()
+        except Exception as exc:
+            log.exception("dashboard: reading the state failed")
+            rows = list(self._rows.values())
+            ready, reasons = False, [f"reading the table failed: {type(exc).__name__}: {exc}"]
+        status = {
+            "mode": self.state.mode,
+            "ready": ready,
+            "reasons": list(reasons),
+            "positions": len(rows),
+        }
+        upserts: list[dict[str, Any]] = []
+        actions: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for row in rows:
+            pid = str(row.get("position_id"))
+            seen.add(pid)
+            sig = _signature(row)
+            if self._sigs.get(pid) == sig:
+                continue
+            self._rows[pid] = row
+            self._sigs[pid] = sig
+            upserts.append(row)
+            stamp = _stamp(row)
+            last = self._last.get(pid)
+            if stamp is not None and (last is None or last[0] != stamp):
+                prev = None if last is None else {"action": last[1], "risk_score": last[2]}
+                summary = action_summary(row, prev)
+                if summary is not None:
+                    actions.append(summary)
+                    self._last[pid] = (stamp, summary["action"], summary["risk_score"])
+        removed = [pid for pid in self._rows if pid not in seen]
+        now_ms = time.time_ns() // 1_000_000
+        for pid in removed:
+            old = self._rows.pop(pid)
+            self._sigs.pop(pid, None)
+            last = self._last.pop(pid, None)
+            actions.append(
+                {
+                    "position_id": pid,
+                    "asset": old.get("asset"),
+                    "closed": True,
+                    "prev_action": None if last is None else last[1],
+                    "prev_score": None if last is None else last[2],
+                    "assessed_at": now_ms,
+                }
+            )
+        if not self._primed:
+            # First look at the table: its latest actions seed the feed, oldest first; they
+            # are history, not news, so no `action` frames for them.
+            self._primed = True
+            history = sorted(actions, key=lambda s: s.get("assessed_at") or 0)
+            self._recent.extend(history)
+            actions = []
+        else:
+            actions.sort(key=lambda s: s.get("assessed_at") or 0)
+            self._recent.extend(actions)
+        changed = bool(upserts or removed or status != self._status)
+        self._status = status
+        if not changed:
+            return []
+        self._exposure = exposure_of(self.state, list(self._rows.values()))
+        self._seq += 1
+        frames = [
+            frame(
+                "update",
+                {
+                    "upserts": upserts,
+                    "removed": removed,
+                    "exposure": self._exposure,
+                    "status": status,
+                    "server_ts": now_ms,
+                },
+                self._seq,
+            )
+        ]
+        frames.extend(frame("action", a) for a in actions)
+        return frames
+
+    def _snapshot_frame(self) -> bytes:
+        if not self._exposure and self._rows:
+            self._exposure = exposure_of(self.state, list(self._rows.values()))
+        return frame(
+            "snapshot",
+            {
+                "rows": list(self._rows.values()),
+                "exposure": self._exposure,
+                "recent": list(self._recent),
+                "status": self._status,
+                "interval_ms": int(self.interval * 1000),
+                "server_ts": time.time_ns() // 1_000_000,
+            },
+            self._seq,
+        )
+
+
+HUB_KEY: Final = web.AppKey("stream_risk_dashboard_hub", DashboardHub)
+
+
+def add_dashboard(
+    app: web.Application,
+    state: SidecarState,
+    metrics: Metrics | None = None,
+    *,
+    interval: float = 0.5,
+    keepalive: float = 15.0,
+) -> DashboardHub:
+    """Add `/`, `/static/{name}` and `/events` to `app` (call it before any catch-all route).
+
+    `metrics`: when given, the routes are counted like the sidecar's others
+    (`stream_risk_http_requests_total{path="/" | "/static" | "/events"}`).
+    """
+    hub = DashboardHub(state, interval)
+    app[HUB_KEY] = hub
+    app.on_shutdown.append(hub.close)
+    index = _read_static(INDEX_FILE)  # read once: fail at start-up, not on the first visit
+    files = {name: _read_static(name) for name in STATIC_FILES}
+
+    def observe(path: str, request: web.Request, status: int, t0: float) -> None:
+        if metrics is not None:
+            metrics.observe_http(path, request.method, status, time.perf_counter() - t0)
+
+    async def page(request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        resp = web.Response(
+            body=index,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+        observe("/", request, 200, t0)
+        return resp
+
+    async def static(request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        name = request.match_info["name"]
+        body = files.get(name)
+        if body is None:
+            observe("/static", request, 404, t0)
+            return web.json_response(
+                {"error": "not found", "detail": f"no static file {name!r}"}, status=404
+            )
+        ctype = STATIC_FILES[name]
+        resp = web.Response(
+            body=body,
+            content_type=ctype,
+            charset="utf-8" if ctype.startswith("text/") else None,
+            headers={"Cache-Control": "no-cache"},
+        )
+        observe("/static", request, 200, t0)
+        return resp
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        resp = web.StreamResponse(headers=_SSE_HEADERS)
+        await resp.prepare(request)
+        observe("/events", request, 200, t0)
+        q = hub.subscribe()
+        try:
+            await resp.write(b"retry: 2000\n\n")
+            while True:
+                try:
+                    data = await asyncio.wait_for(q.get(), keepalive)
+                except TimeoutError:
+                    data = b": ping\n\n"
+                if data is None:
+                    break
+                await resp.write(data)
+        except (ConnectionResetError, ConnectionError):
+            pass  # the page went away
+        finally:
+            hub.unsubscribe(q)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await resp.write_eof()
+        return resp
+
+    app.router.add_get("/", page)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/events", events)
+    return hub
+
+
+__all__ = [
+    "HUB_KEY",
+    "STATIC_FILES",
+    "DashboardHub",
+    "action_summary",
+    "add_dashboard",
+    "frame",
+]

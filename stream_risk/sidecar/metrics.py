@@ -1,0 +1,240 @@
+"""Prometheus metrics of the sidecar and the stream engine (DESIGN §5), on one registry.
+
+Every metric is named `stream_risk_*` and lives on the `CollectorRegistry` it was made
+with (never the global default), so a process, or a test, can hold many apps.
+`Metrics.for_registry(registry)` returns the one `Metrics` of a registry, creating it on
+first use: the engine and the sidecar of one process share it by sharing the registry.
+
+Attribute → metric (counters gain `_total` in the exposition):
+
+HTTP sidecar
+    http_requests          stream_risk_http_requests_total{path,method,status}
+    http_request_seconds   stream_risk_http_request_seconds{path}            histogram
+    http_errors            stream_risk_http_errors_total{path,kind}
+    assessments            stream_risk_assessments_total{source}   source = http | engine
+    actions                stream_risk_actions_total{action}       every assessment's action
+Stream engine (updated by the engine; declared here so /metrics shows them from the start)
+    records_consumed       stream_risk_records_consumed_total{topic}
+    dlq_records            stream_risk_dlq_records_total{topic,reason}
+    tick_to_action_seconds stream_risk_tick_to_action_seconds                histogram
+    consumer_lag           stream_risk_consumer_lag{topic,partition}         gauge
+    table_positions        stream_risk_table_positions                       gauge
+    table_assets           stream_risk_table_assets                          gauge
+    timers_pending         stream_risk_timers_pending                        gauge
+    rebuild_seconds        stream_risk_rebuild_seconds                       histogram
+    actions_published      stream_risk_actions_published_total{action}
+    stale_market_data      stream_risk_stale_market_data_total
+    out_of_order           stream_risk_out_of_order_total{kind}
+    duplicates             stream_risk_duplicates_total{kind}
+    idempotence_enabled    stream_risk_idempotence_enabled                   gauge 0/1
+    broker_connected       stream_risk_broker_connected                      gauge 0/1
+    ready                  stream_risk_ready                                 gauge 0/1
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+PREFIX: Final = "stream_risk_"
+
+#: Latency of one HTTP request inside the handler: 100 µs .. 1 s.
+HTTP_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+#: Tick event time to the action it caused being acknowledged: 0.5 ms .. 5 s.
+TICK_TO_ACTION_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+#: Rebuilding the positions table of newly assigned partitions: 10 ms .. 5 min.
+REBUILD_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
+
+
+class Metrics:
+    """All stream-risk metrics on one registry. Prefer `Metrics.for_registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+
+        # ---------------------------------------------------------------- HTTP sidecar
+        self.http_requests = Counter(
+            PREFIX + "http_requests_total",
+            "HTTP requests answered, by route, method and status.",
+            ["path", "method", "status"],
+            registry=r,
+        )
+        self.http_request_seconds = Histogram(
+            PREFIX + "http_request_seconds",
+            "Time to answer an HTTP request, inside the handler.",
+            ["path"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.http_errors = Counter(
+            PREFIX + "http_errors_total",
+            "HTTP requests answered with an error, by route and kind "
+            "(malformed, validation, too_large, not_found, method_not_allowed, internal).",
+            ["path", "kind"],
+            registry=r,
+        )
+        self.assessments = Counter(
+            PREFIX + "assessments_total",
+            "Positions assessed, by source (http = POST /assess, engine = the stream).",
+            ["source"],
+            registry=r,
+        )
+        self.actions = Counter(
+            PREFIX + "actions_total",
+            "Assessments by the action they advised (all sources).",
+            ["action"],
+            registry=r,
+        )
+
+        # ---------------------------------------------------------------- stream engine
+        self.records_consumed = Counter(
+            PREFIX + "records_consumed_total",
+            "Records consumed, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.dlq_records = Counter(
+            PREFIX + "dlq_records_total",
+            "Records sent to the dead-letter topic, by source topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.tick_to_action_seconds = Histogram(
+            PREFIX + "tick_to_action_seconds",
+            "From a tick's arrival to the actions it caused being acknowledged by the broker.",
+            buckets=TICK_TO_ACTION_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            PREFIX + "consumer_lag",
+            "Records behind the partition's high watermark.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.table_positions = Gauge(
+            PREFIX + "table_positions", "Open positions in the table.", registry=r
+        )
+        self.table_assets = Gauge(
+            PREFIX + "table_assets", "Assets with market data in the table.", registry=r
+        )
+        self.timers_pending = Gauge(
+            PREFIX + "timers_pending", "Re-evaluation timers scheduled.", registry=r
+        )
+        self.rebuild_seconds = Histogram(
+            PREFIX + "rebuild_seconds",
+            "Time to rebuild the positions table after a partition assignment.",
+            buckets=REBUILD_BUCKETS,
+            registry=r,
+        )
+        self.actions_published = Counter(
+            PREFIX + "actions_published_total",
+            "Risk actions published to the actions topic, by action.",
+            ["action"],
+            registry=r,
+        )
+        self.stale_market_data = Counter(
+            PREFIX + "stale_market_data_total",
+            "Assessments made with a tick older than max_tick_age.",
+            registry=r,
+        )
+        self.out_of_order = Counter(
+            PREFIX + "out_of_order_total",
+            "Records older than what the table already holds (ignored), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            PREFIX + "duplicates_total",
+            "Records already applied (redelivered), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.idempotence_enabled = Gauge(
+            PREFIX + "idempotence_enabled",
+            "1 when the producer runs idempotent, 0 when it fell back to plain acks=all.",
+            registry=r,
+        )
+        self.broker_connected = Gauge(
+            PREFIX + "broker_connected", "1 while the broker is reachable.", registry=r
+        )
+        self.ready = Gauge(PREFIX + "ready", "1 while /readyz answers 200.", registry=r)
+
+        # Children bound once: label lookup is the cost that matters on the hot path.
+        self._http_children: dict[tuple[str, str, int], Counter] = {}
+        self._seconds_children: dict[str, Histogram] = {}
+        self._error_children: dict[tuple[str, str], Counter] = {}
+        self._action_children: dict[str, Counter] = {}
+        self.http_assessments = self.assessments.labels("http")
+        self.engine_assessments = self.assessments.labels("engine")
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry) -> Metrics:
+        """The `Metrics` of `registry`, created on first use (one per registry)."""
+        m = _BY_REGISTRY.get(registry)
+        if m is None:
+            m = _BY_REGISTRY[registry] = cls(registry)
+        return m
+
+    # ------------------------------------------------------------------ hot-path helpers
+    def observe_http(self, path: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        key = (path, method, status)
+        c = self._http_children.get(key)
+        if c is None:
+            c = self._http_children[key] = self.http_requests.labels(path, method, str(status))
+        c.inc()
+        h = self._seconds_children.get(path)
+        if h is None:
+            h = self._seconds_children[path] = self.http_request_seconds.labels(path)
+        h.observe(seconds)
+
+    def http_error(self, path: str, kind: str) -> None:
+        key = (path, kind)
+        c = self._error_children.get(key)
+        if c is None:
+            c = self._error_children[key] = self.http_errors.labels(path, kind)
+        c.inc()
+
+    def action(self, action: str) -> None:
+        """Count one assessment's action (any source)."""
+        c = self._action_children.get(action)
+        if c is None:
+            c = self._action_children[action] = self.actions.labels(action)
+        c.inc()
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,371 @@
+// stream-risk dashboard: live positions, exposure and actions over Server-Sent Events.
+// No framework, no CDN. Every string that came from Kafka is escaped before it is rendered.
+(function () {
+  "use strict";
+
+  var ACTIONS = ["HOLD", "REDUCE", "HEDGE_PARTIAL", "HEDGE_FULL", "LIQUIDATE"];
+  var FEED_MAX = 120;
+
+  var state = {
+    rows: new Map(),      // position_id -> row (as GET /positions)
+    exposure: {},
+    status: {},
+    feed: [],             // newest first
+    sortKey: "score",
+    sortDir: -1,
+    asset: null,          // filter
+    flash: new Set(),     // position ids updated since the last render
+    serverSkew: 0,        // server clock - local clock, ms
+    updates: 0,
+    actions: 0,
+    lastUpdate: null,
+  };
+
+  // ---------------------------------------------------------------- formatting
+  function esc(s) {
+    return String(s === null || s === undefined ? "" : s)
+      .replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  }
+  function num(x) { return typeof x === "number" && isFinite(x); }
+  function usd(x, signed) {
+    if (!num(x)) return "–";
+    var a = Math.abs(x), s = x < 0 ? "−" : (signed && x > 0 ? "+" : "");
+    var v;
+    if (a >= 1e9) v = (a / 1e9).toFixed(2) + "B";
+    else if (a >= 1e6) v = (a / 1e6).toFixed(2) + "M";
+    else if (a >= 1e4) v = (a / 1e3).toFixed(1) + "k";
+    else if (a >= 100) v = a.toFixed(0);
+    else v = a.toFixed(2);
+    return s + "$" + v;
+  }
+  function qty(x) {
+    if (!num(x)) return "–";
+    var a = Math.abs(x);
+    var d = a >= 1000 ? 0 : a >= 10 ? 2 : a >= 1 ? 3 : 4;
+    return (x < 0 ? "−" : "") + a.toLocaleString("en-US", { maximumFractionDigits: d });
+  }
+  function pts(x) { return num(x) ? x.toFixed(1) : "–"; }
+  function signClass(x) { return num(x) ? (x > 0 ? "pos" : x < 0 ? "neg" : "") : ""; }
+  function now() { return Date.now() + state.serverSkew; }
+  function dur(ms) {
+    var s = Math.round(Math.abs(ms) / 1000);
+    if (s < 60) return s + "s";
+    var m = Math.floor(s / 60);
+    if (m < 60) return m + "m " + String(s % 60).padStart(2, "0") + "s";
+    var h = Math.floor(m / 60);
+    return h + "h " + String(m % 60).padStart(2, "0") + "m";
+  }
+  function clock(ms) {
+    var d = new Date(ms);
+    return d.toTimeString().slice(0, 8) + "." + String(d.getMilliseconds()).padStart(3, "0");
+  }
+  function badge(action) {
+    var a = ACTIONS.indexOf(action) >= 0 ? action : (action || "WAITING");
+    return '<span class="badge a-' + esc(a) + '">' + esc(String(a).replace("_", " ")) + "</span>";
+  }
+  function actionOf(row) { return row.latest_action || null; }
+
+  // ---------------------------------------------------------------- sort keys
+  function sortValue(row, key) {
+    var a = actionOf(row) || {};
+    var b = a.risk_breakdown || {};
+    var p = a.pnl_scenarios || {};
+    var h = a.suggested_hedge || {};
+    switch (key) {
+      case "position_id": return row.position_id;
+      case "asset": return row.asset;
+      case "size": return row.size;
+      case "notional": return a.position_notional_usd || 0;
+      case "action": return ACTIONS.indexOf(a.action);
+      case "score": return num(a.risk_score) ? a.risk_score : -1;
+      case "loss": return b.loss_severity || 0;
+      case "age": return b.position_age || 0;
+      case "vol": return b.volatility_regime || 0;
+      case "liq": return b.size_vs_liquidity || 0;
+      case "hedge": return a.hedge_pct || 0;
+      case "cost": return h.total_cost_usd || 0;
+      case "pnl_d5": return p.move_down_5pct || 0;
+      case "pnl_d2": return p.move_down_2pct || 0;
+      case "pnl_u2": return p.move_up_2pct || 0;
+      case "pnl_u5": return p.move_up_5pct || 0;
+      case "stale": return a.stale_market_data ? 1 : 0;
+      case "next": return row.next_evaluation_ts || Infinity;
+      case "updated": return a.assessed_at || 0;
+    }
+    return 0;
+  }
+
+  // ---------------------------------------------------------------- rendering
+  var renderPending = false;
+  function scheduleRender() {
+    if (renderPending) return;
+    renderPending = true;
+    setTimeout(function () { renderPending = false; render(); }, 40);
+  }
+
+  function render() {
+    renderStatus();
+    renderExposure();
+    renderRows();
+    renderFeed();
+    document.body.dataset.updates = String(state.updates);
+    document.body.dataset.actions = String(state.actions);
+    document.body.dataset.rows = String(state.rows.size);
+  }
+
+  function renderStatus() {
+    var st = state.status || {};
+    var ready = document.getElementById("ready");
+    if (st.ready === true) {
+      ready.className = "pill pill-ok"; ready.textContent = "engine ready"; ready.title = "GET /readyz: 200";
+    } else if (st.ready === false) {
+      ready.className = "pill pill-bad"; ready.textContent = "engine not ready";
+      ready.title = (st.reasons || []).join("\n");
+    }
+    var n = state.rows.size;
+    document.getElementById("count").textContent = n + (n === 1 ? " position" : " positions");
+    if (state.lastUpdate) document.getElementById("clock").textContent = clock(state.lastUpdate);
+  }
+
+  function pnlCells(label, e, move) {
+    var u = e["pnl_" + move], h = e["hedged_pnl_" + move];
+    return "<span>" + label + '</span><b class="' + signClass(u) + '">' + usd(u, true) +
+      '</b><b class="' + signClass(h) + '">' + usd(h, true) + "</b>";
+  }
+
+  function card(name, e, cls) {
+    var gross = e.gross_notional_usd || 0;
+    var longShare = gross > 0 ? (e.long_notional_usd || 0) / gross * 100 : 50;
+    return '<div class="xcard ' + cls + '" data-asset="' + esc(name) + '">' +
+      '<div class="xhead"><span class="xasset">' + esc(name) + '</span><span class="muted small">' +
+      e.positions + " pos · " + e.long + "L/" + e.short + "S</span></div>" +
+      '<div class="xnet ' + signClass(e.net_notional_usd) + '" title="net notional (long − short)">' +
+      usd(e.net_notional_usd, true) + '<span class="xgross">gross ' + usd(gross) + "</span></div>" +
+      '<div class="xbar" title="long vs short notional"><span style="width:' + longShare.toFixed(1) + '%"></span></div>' +
+      '<div class="xpnl" title="P&amp;L if the price moves, as held and with every advised hedge placed">' +
+      "<span></span><span>as held</span><span>hedged</span>" +
+      pnlCells("−5%", e, "down_5pct") + pnlCells("+5%", e, "up_5pct") + "</div></div>";
+  }
+
+  function renderExposure() {
+    var el = document.getElementById("exposure");
+    var names = Object.keys(state.exposure || {}).sort(function (a, b) {
+      return Math.abs(state.exposure[b].gross_notional_usd || 0) - Math.abs(state.exposure[a].gross_notional_usd || 0);
+    });
+    if (!names.length) {
+      el.innerHTML = '<div class="empty">no positions with market data yet</div>';
+      return;
+    }
+    var book = { positions: 0, long: 0, short: 0 };
+    var keys = ["net_notional_usd", "gross_notional_usd", "long_notional_usd", "short_notional_usd",
+      "pnl_down_5pct", "pnl_up_5pct", "hedged_pnl_down_5pct", "hedged_pnl_up_5pct"];
+    keys.forEach(function (k) { book[k] = 0; });
+    var html = names.map(function (n) {
+      var e = state.exposure[n];
+      book.positions += e.positions; book.long += e.long; book.short += e.short;
+      keys.forEach(function (k) { book[k] += e[k] || 0; });
+      return card(n, e, state.asset === n ? "selected" : "");
+    });
+    html.unshift(card("Book", book, "book"));
+    el.innerHTML = html.join("");
+    var atTick = names.every(function (n) { return state.exposure[n].priced_by === "tick"; });
+    document.getElementById("exposure-note").textContent =
+      (atTick ? "notional at the latest tick" : "notional at each position's latest assessment") +
+      "; P&L if each asset moves ±5% · click an asset to filter the table";
+  }
+
+  function pnlCell(p, move, hedged) {
+    var u = p["move_" + move], h = p["hedged_" + move];
+    var sub = hedged ? '<span class="sub ' + signClass(h) + '">' + usd(h, true) + "</span>" : "";
+    return '<td class="num ' + signClass(u) + '">' + usd(u, true) + sub + "</td>";
+  }
+
+  function rowHtml(row) {
+    var a = actionOf(row);
+    var pid = esc(row.position_id);
+    var cls = state.flash.has(row.position_id) ? "flash" : "";
+    var size = '<td class="num ' + signClass(row.size) + '">' + qty(row.size) + "</td>";
+    if (!a) {
+      var waiting = (row.waiting_for || []).join(", ");
+      return '<tr data-position-id="' + pid + '" class="waiting ' + cls + '"><td class="pid">' + pid +
+        '<span class="sub">' + esc(row.asset) + "</span></td>" + size + '<td class="num">–</td><td>' + badge("WAITING") +
+        '</td><td colspan="14">waiting for market data' + (waiting ? ": " + esc(waiting) : "") + "</td></tr>";
+    }
+    var b = a.risk_breakdown || {};
+    var p = a.pnl_scenarios || {};
+    var h = a.suggested_hedge;
+    var total = 100;
+    var stack = '<span class="stack" title="loss / age / vol / liquidity">' +
+      '<span class="s-loss" style="width:' + ((b.loss_severity || 0) / total * 100).toFixed(1) + '%"></span>' +
+      '<span class="s-age" style="width:' + ((b.position_age || 0) / total * 100).toFixed(1) + '%"></span>' +
+      '<span class="s-vol" style="width:' + ((b.volatility_regime || 0) / total * 100).toFixed(1) + '%"></span>' +
+      '<span class="s-liq" style="width:' + ((b.size_vs_liquidity || 0) / total * 100).toFixed(1) + '%"></span></span>';
+    var hedged = (a.hedge_pct || 0) > 0;
+    var hedgeCell = h
+      ? "<td>" + esc(h.instrument) + '<span class="sub">' + qty(h.size) + " · " + Math.round((a.hedge_pct || 0) * 100) + "%</span></td>" +
+        '<td class="num">' + usd(h.total_cost_usd) + '<span class="sub">' + (num(h.total_cost_bps) ? h.total_cost_bps.toFixed(1) : "–") + " bps</span></td>"
+      : '<td class="muted">' + (a.reason_code === "HEDGE_TOO_EXPENSIVE" ? "too expensive" : "none") + '</td><td class="num muted">–</td>';
+    var stale = a.stale_market_data ? '<span class="stale" title="the tick was older than max_tick_age">STALE</span>' : '<span class="fresh">fresh</span>';
+    var due = row.next_evaluation_ts;
+    var reasoning = esc(a.reasoning || "");
+    return '<tr data-position-id="' + pid + '" data-action="' + esc(a.action) + '" class="' + cls + '" title="' + reasoning + '">' +
+      '<td class="pid">' + pid + '<span class="sub">' + esc(row.asset) + "</span></td>" + size +
+      '<td class="num">' + usd(a.position_notional_usd) + "</td>" +
+      "<td>" + badge(a.action) + '<span class="sub">' + esc(a.trigger || "") + "</span></td>" +
+      '<td class="num"><span class="score">' + stack + "<b>" + pts(a.risk_score) + "</b></span></td>" +
+      '<td class="num c-loss">' + pts(b.loss_severity) + '</td><td class="num c-age">' + pts(b.position_age) +
+      '</td><td class="num c-vol">' + pts(b.volatility_regime) + '</td><td class="num c-liq">' + pts(b.size_vs_liquidity) + "</td>" +
+      hedgeCell +
+      pnlCell(p, "down_5pct", hedged) + pnlCell(p, "down_2pct", hedged) + pnlCell(p, "up_2pct", hedged) + pnlCell(p, "up_5pct", hedged) +
+      "<td>" + stale + "</td>" +
+      '<td class="num" data-due="' + (num(due) ? due : "") + '">' + dueText(due) + '<span class="sub">every ' + esc(a.re_evaluate_minutes) + "m</span></td>" +
+      '<td class="num" data-at="' + (a.assessed_at || "") + '">' + agoText(a.assessed_at) + "</td></tr>";
+  }
+
+  function dueText(due) {
+    if (!num(due)) return "–";
+    var d = due - now();
+    return d <= 0 ? "due" : "in " + dur(d);
+  }
+  function agoText(at) { return num(at) ? dur(now() - at) + " ago" : "–"; }
+
+  function renderRows() {
+    var tbody = document.getElementById("rows");
+    var rows = Array.from(state.rows.values());
+    if (state.asset) rows = rows.filter(function (r) { return r.asset === state.asset; });
+    document.getElementById("filter-note").textContent = state.asset ? "· " + state.asset + " only (click the card again to show all)" : "";
+    var k = state.sortKey, dir = state.sortDir;
+    rows.sort(function (x, y) {
+      var a = sortValue(x, k), b = sortValue(y, k);
+      if (a < b) return -dir;
+      if (a > b) return dir;
+      return String(x.position_id) < String(y.position_id) ? -1 : 1;
+    });
+    tbody.innerHTML = rows.length
+      ? rows.map(rowHtml).join("")
+      : '<tr class="empty-row"><td colspan="18">no open positions</td></tr>';
+    state.flash.clear();
+    document.querySelectorAll("th[data-sort]").forEach(function (th) {
+      th.classList.toggle("sorted-desc", th.dataset.sort === k && dir < 0);
+      th.classList.toggle("sorted-asc", th.dataset.sort === k && dir > 0);
+    });
+  }
+
+  function feedHtml(ev, fresh) {
+    var t = clock(ev.assessed_at || now());
+    var who = esc(ev.position_id);
+    if (ev.closed) {
+      return '<li class="feed-item ' + (fresh ? "new" : "") + '" data-position-id="' + who + '"><span class="t">' + t.slice(0, 8) +
+        '</span><span class="who">' + who + '</span><span class="badge a-CLOSED">CLOSED</span>' +
+        '<span class="what">position closed' + (ev.prev_action ? " (was " + esc(ev.prev_action) + ")" : "") + "</span></li>";
+    }
+    var change = ev.prev_action && ev.prev_action !== ev.action ? esc(ev.prev_action) + " → " + esc(ev.action) : "";
+    var delta = num(ev.prev_score) && num(ev.risk_score) ? ev.risk_score - ev.prev_score : null;
+    var what = [
+      'score <span class="sc">' + pts(ev.risk_score) + "</span>" +
+        (delta !== null ? ' <span class="' + signClass(-delta) + '">(' + (delta >= 0 ? "+" : "−") + Math.abs(delta).toFixed(1) + ")</span>" : ""),
+      change,
+      ev.instrument ? esc(ev.instrument) + " " + qty(ev.hedge_size) + (num(ev.hedge_cost_bps) ? " @ " + ev.hedge_cost_bps.toFixed(1) + " bps" : "") : "",
+      ev.stale_market_data ? '<span class="stale">STALE</span>' : "",
+      '<span class="trig">' + esc(ev.trigger || "") + "</span>",
+    ].filter(Boolean).join(" · ");
+    return '<li class="feed-item ' + (fresh ? "new" : "") + '" data-position-id="' + who + '" data-action="' + esc(ev.action) +
+      '"><span class="t">' + t.slice(0, 8) + '</span><span class="who">' + who + "</span>" + badge(ev.action) +
+      '<span class="what">' + what + "</span></li>";
+  }
+
+  function renderFeed() {
+    var el = document.getElementById("feed");
+    el.innerHTML = state.feed.map(function (ev) { return feedHtml(ev, ev._fresh); }).join("");
+    state.feed.forEach(function (ev) { ev._fresh = false; });
+    document.getElementById("feed-count").textContent = state.actions ? state.actions + " since this page opened" : "";
+  }
+
+  // ---------------------------------------------------------------- events
+  function applyStatus(d) {
+    if (d.status) state.status = d.status;
+    if (num(d.server_ts)) state.serverSkew = d.server_ts - Date.now();
+    state.lastUpdate = num(d.server_ts) ? d.server_ts : Date.now();
+  }
+
+  function onSnapshot(d) {
+    state.rows = new Map();
+    (d.rows || []).forEach(function (r) { state.rows.set(r.position_id, r); });
+    state.exposure = d.exposure || {};
+    state.feed = (d.recent || []).slice().reverse().slice(0, FEED_MAX);
+    applyStatus(d);
+    scheduleRender();
+  }
+
+  function onUpdate(d) {
+    (d.upserts || []).forEach(function (r) { state.rows.set(r.position_id, r); state.flash.add(r.position_id); });
+    (d.removed || []).forEach(function (pid) { state.rows.delete(pid); });
+    if (d.exposure) state.exposure = d.exposure;
+    applyStatus(d);
+    state.updates += 1;
+    scheduleRender();
+  }
+
+  function onAction(ev) {
+    ev._fresh = true;
+    state.feed.unshift(ev);
+    if (state.feed.length > FEED_MAX) state.feed.length = FEED_MAX;
+    state.actions += 1;
+    scheduleRender();
+  }
+
+  function parse(handler) {
+    return function (e) {
+      try { handler(JSON.parse(e.data)); } catch (err) { console.error("bad event", err); }
+    };
+  }
+
+  function connect() {
+    var conn = document.getElementById("conn");
+    if (!window.EventSource) {
+      conn.className = "pill pill-bad"; conn.textContent = "no EventSource support";
+      return;
+    }
+    var es = new EventSource("/events");
+    es.onopen = function () { conn.className = "pill pill-ok"; conn.textContent = "live"; conn.title = "connected to /events"; };
+    es.onerror = function () {
+      conn.className = "pill pill-wait";
+      conn.textContent = "reconnecting…";
+      conn.title = "the event stream dropped; the browser retries every 2 s";
+    };
+    es.addEventListener("snapshot", parse(onSnapshot));
+    es.addEventListener("update", parse(onUpdate));
+    es.addEventListener("action", parse(onAction));
+  }
+
+  // ---------------------------------------------------------------- interaction
+  document.querySelectorAll("th[data-sort]").forEach(function (th) {
+    th.addEventListener("click", function () {
+      var k = th.dataset.sort;
+      if (state.sortKey === k) state.sortDir = -state.sortDir;
+      else { state.sortKey = k; state.sortDir = (k === "position_id" || k === "asset" || k === "next") ? 1 : -1; }
+      renderRows();
+    });
+  });
+  document.getElementById("exposure").addEventListener("click", function (e) {
+    var cardEl = e.target.closest(".xcard");
+    if (!cardEl || cardEl.classList.contains("book")) return;
+    var a = cardEl.dataset.asset;
+    state.asset = state.asset === a ? null : a;
+    render();
+  });
+
+  // Countdowns and "ago" columns tick every second without a re-render.
+  setInterval(function () {
+    document.querySelectorAll("[data-due]").forEach(function (td) {
+      var due = Number(td.dataset.due);
+      if (td.firstChild && td.dataset.due) td.firstChild.textContent = dueText(due);
+    });
+    document.querySelectorAll("[data-at]").forEach(function (td) {
+      if (td.dataset.at) td.textContent = agoText(Number(td.dataset.at));
+    });
+  }, 1000);
+
+  connect();
+})();
