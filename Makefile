@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make demo     run the engine on an embedded broker with a simulated market"
+	@echo "              (dashboard on http://127.0.0.1:8080/; DEMO_ARGS=\"--duration 60\" etc.)"
 	@echo "make test     lint, type-check and run every test (starts its own broker)"
 	@echo "make bench    benchmarks, each beside its baseline -> bench/results.md"
 	@echo "make schemas  regenerate JSON Schemas in schemas/ from the pydantic models"
@@ -39,8 +40,10 @@ schemas: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/stream-risk serve
 
+# make demo DEMO_ARGS="--duration 60 --http-port 8081 --assets 8 --positions 40"
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/stream-risk demo
+	$(BIN)/stream-risk demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -292,6 +292,12 @@ register(
     _lazy("stream_risk.replay.cli", "add_arguments"),
     _lazy("stream_risk.replay.cli", "handler"),
 )
+register(
+    "demo",
+    "no set-up: an embedded broker, a simulated market and book, the engine, a live view",
+    _lazy("stream_risk.demo.cli", "add_arguments"),
+    _lazy("stream_risk.demo.cli", "handler"),
+)
 
 
 if __name__ == "__main__":

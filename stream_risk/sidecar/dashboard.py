@@ -16,7 +16,8 @@ Routes (GET):
     - a `: ping` comment after 15 s of silence, so proxies keep the stream open.
 
 How updates are found: one `DashboardHub` per app polls `state.positions()` every
-`interval` seconds (0.5 s) while at least one page is connected (never otherwise), and
+`interval` seconds (0.5 s; longer when a poll is slow, so that polling takes at most a fifth
+of the event loop) while at least one page is connected (never otherwise), and
 diffs it by position: a new `latest_action.assessed_at` is a new action. Actions published
 for one position within one interval are conflated (the latest is shown), as the table is.
 Every page gets the same frames, encoded once. A page that cannot keep up (256 frames
@@ -54,6 +55,8 @@ INDEX_FILE: Final = "index.html"
 RECENT_ACTIONS: Final = 60
 #: Frames queued for one page before it is disconnected as too slow.
 MAX_QUEUED_FRAMES: Final = 256
+#: The pause between polls is at least this many times the last poll's duration.
+MAX_LOOP_SHARE_FACTOR: Final = 4.0
 
 _SSE_HEADERS: Final = {
     "Content-Type": "text/event-stream",
@@ -205,12 +208,18 @@ class DashboardHub:
 
     # ------------------------------------------------------------------ polling
     async def _loop(self) -> None:
+        took = 0.0
         try:
             while self._subs and not self._closed:
-                await asyncio.sleep(self.interval)
+                # A big table makes a poll slow: wait longer, so the dashboard never takes
+                # more than a fifth of the event loop from the engine.
+                await asyncio.sleep(max(self.interval, MAX_LOOP_SHARE_FACTOR * took))
                 if not self._subs:
                     break
-                self._broadcast(self._poll())
+                t0 = time.perf_counter()
+                frames = self._poll()
+                took = time.perf_counter() - t0
+                self._broadcast(frames)
         except asyncio.CancelledError:
             raise
         except Exception:  # never let a bug leave pages hanging without a word

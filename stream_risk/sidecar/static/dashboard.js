@@ -242,9 +242,12 @@
       if (a > b) return dir;
       return String(x.position_id) < String(y.position_id) ? -1 : 1;
     });
+    var empty = state.status && state.status.mode === "stateless"
+      ? "stateless sidecar (stream-risk serve): no positions table here; run stream-risk run or stream-risk demo"
+      : "no open positions";
     tbody.innerHTML = rows.length
       ? rows.map(rowHtml).join("")
-      : '<tr class="empty-row"><td colspan="18">no open positions</td></tr>';
+      : '<tr class="empty-row"><td colspan="18">' + esc(empty) + "</td></tr>";
     state.flash.clear();
     document.querySelectorAll("th[data-sort]").forEach(function (th) {
       th.classList.toggle("sorted-desc", th.dataset.sort === k && dir < 0);
