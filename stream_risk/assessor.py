@@ -27,6 +27,11 @@ PERP_LONG: Final = "perp_long"
 #: Why an action was taken (a fixed set; DESIGN §10 extends it in the engine).
 REASON_FLAT: Final = "FLAT_POSITION"
 REASON_TOO_EXPENSIVE: Final = "HEDGE_TOO_EXPENSIVE"
+#: "SCORE_" + band.upper().replace("-", "_") for the bands `assess` sets.
+_SCORE_CODES: Final = {
+    band: "SCORE_" + band.upper().replace("-", "_")
+    for band in ("low", "low-moderate", "moderate", "high", "critical")
+}
 
 
 class Hedge:
@@ -188,7 +193,8 @@ class Assessment:
             return REASON_FLAT
         if self.too_expensive:
             return REASON_TOO_EXPENSIVE
-        return "SCORE_" + self.band.upper().replace("-", "_")
+        code = _SCORE_CODES.get(self.band)
+        return code if code is not None else "SCORE_" + self.band.upper().replace("-", "_")
 
     @property
     def pnl_scenarios(self) -> dict[str, float]:
@@ -219,6 +225,10 @@ class Assessment:
     @property
     def reasoning(self) -> str:
         """One or two sentences a trader reads."""
+        return self._reasoning(self.suggested_hedge)
+
+    def _reasoning(self, h: Hedge | None) -> str:
+        """`reasoning`, given `suggested_hedge` (computed once by `to_dict`)."""
         head = f"Risk score {self.risk_score:.0f}/100 ({self.band})."
         if self.size == 0:
             return f"{head} Flat position: nothing to hedge. Hold."
@@ -228,7 +238,6 @@ class Assessment:
                 f"Hedge cost too high ({bps:.1f}bps > {self.max_hedge_cost_bps:g}bps limit). "
                 f"{head} Hold and wait for better conditions."
             )
-        h = self.suggested_hedge
         if h is None:
             return f"{head} Position within acceptable risk parameters. Hold."
         how = (
@@ -250,19 +259,55 @@ class Assessment:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The reference `/assess` response fields (less `version`/`ts_ms`) plus extras."""
+        """The reference `/assess` response fields (less `version`/`ts_ms`) plus extras.
+
+        The properties' arithmetic inline, the suggested hedge computed once: this is on
+        the publish path of every action.
+        """
         h = self.suggested_hedge
+        size, price, cfg = self.size, self.price, self.cfg
+        large, small = cfg.large_move, cfg.small_move
+        d5 = size * (price * -large)
+        d2 = size * (price * -small)
+        u2 = size * (price * small)
+        u5 = size * (price * large)
+        unhedged = 1.0 - self.hedge_pct
+        score = self.risk_score
         return {
             "action": self.action,
             "hedge_pct": self.hedge_pct,
-            "risk_score": self.risk_score,
-            "reasoning": self.reasoning,
-            "suggested_hedge": None if h is None else h.to_dict(),
-            "pnl_scenarios": self.pnl_scenarios,
+            "risk_score": score,
+            "reasoning": self._reasoning(h),
+            "suggested_hedge": None
+            if h is None
+            else {
+                "instrument": h.instrument,
+                "size": h.size,
+                "spread_cost_usd": h.spread_cost_usd,
+                "funding_cost_1d_usd": h.funding_cost_1d_usd,
+                "total_cost_usd": h.total_cost_usd,
+                "total_cost_bps": h.total_cost_bps,
+            },
+            "pnl_scenarios": {
+                "move_down_5pct": d5,
+                "move_down_2pct": d2,
+                "move_up_2pct": u2,
+                "move_up_5pct": u5,
+                "hedged_down_5pct": d5 * unhedged,
+                "hedged_down_2pct": d2 * unhedged,
+                "hedged_up_2pct": u2 * unhedged,
+                "hedged_up_5pct": u5 * unhedged,
+            },
             "position_notional_usd": self.notional,
             "current_unrealized_pnl": self.unrealized_pnl,
             "re_evaluate_minutes": self.re_evaluate_minutes,
-            "risk_breakdown": self.risk_breakdown,
+            "risk_breakdown": {
+                "loss_severity": self.loss_score,
+                "position_age": self.age_score,
+                "volatility_regime": self.vol_score,
+                "size_vs_liquidity": self.liquidity_score,
+                "total": score,
+            },
             "reason_code": self.reason_code,
         }
 

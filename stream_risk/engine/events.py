@@ -1,17 +1,21 @@
-"""What flows into and out of the pure core. Plain slotted dataclasses, no I/O."""
+"""What flows into and out of the pure core. Plain slotted classes, no I/O.
+
+The input records (`Lineage`, `PositionEvent`, `TickEvent`) are named tuples: immutable
+and hashable like the frozen dataclasses they replace, and about twice as cheap to build
+(the shell builds one of each per consumed record).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from stream_risk.models import MarketTick, PositionMessage
 
 Trigger = Literal["position", "tick", "timer", "config"]
 
 
-@dataclass(slots=True, frozen=True)
-class Lineage:
+class Lineage(NamedTuple):
     """Where an input record came from (topic, partition, offset); -1 when not from Kafka."""
 
     topic: str = ""
@@ -26,8 +30,7 @@ class Lineage:
 NO_LINEAGE = Lineage()
 
 
-@dataclass(slots=True, frozen=True)
-class PositionEvent:
+class PositionEvent(NamedTuple):
     """A `positions` record. `message` None closes the position (a tombstone).
 
     `ts_fallback` is the record's own timestamp, used when the message carries no `ts`.
@@ -39,8 +42,7 @@ class PositionEvent:
     lineage: Lineage = NO_LINEAGE
 
 
-@dataclass(slots=True, frozen=True)
-class TickEvent:
+class TickEvent(NamedTuple):
     """A `market-ticks` record."""
 
     tick: MarketTick

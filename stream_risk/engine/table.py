@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import orjson
+
+from stream_risk.assessor import assess
 from stream_risk.config import RiskConfig
 from stream_risk.engine.events import NO_LINEAGE, Lineage
+from stream_risk.engine.record import action_record
 from stream_risk.models import MarketTick
 
 K = TypeVar("K")
@@ -97,9 +101,14 @@ class MarketState:
 
 
 class LastAction:
-    """What was last published for a position: the fields `changed` emission compares."""
+    """What was last published for a position: the fields `changed` emission compares, and
+    the record itself (`value`: its JSON bytes, `record()`: as a dict) for `GET /positions`.
 
-    __slots__ = ("action", "hedge_pct", "instrument", "risk_score", "stale", "value")
+    This base holds the bytes (an action read back from `risk-actions` on a rebuild);
+    `MadeAction`, what the engine keeps for the actions it makes, holds what made it.
+    """
+
+    __slots__ = ("_data", "action", "hedge_pct", "instrument", "risk_score", "stale")
 
     def __init__(
         self,
@@ -108,15 +117,137 @@ class LastAction:
         instrument: str | None,
         risk_score: float,
         stale: bool,
-        value: bytes,
+        value: bytes | None = None,
     ) -> None:
         self.action = action
         self.hedge_pct = hedge_pct
         self.instrument = instrument
         self.risk_score = risk_score
         self.stale = stale
-        #: The published record as its JSON bytes (for `GET /positions`; compact in memory).
-        self.value = value
+        self._data = value
+
+    @property
+    def value(self) -> bytes:
+        """The published record as its JSON bytes."""
+        assert self._data is not None
+        return self._data
+
+    def record(self) -> dict[str, Any]:
+        """The published record as a (new) dict."""
+        out: dict[str, Any] = orjson.loads(self.value)
+        return out
+
+
+class MadeAction(LastAction):
+    """An action this engine made, kept as its inputs (see `stream_risk.engine.record`):
+    `value` and `record()` make the identical record again, on demand."""
+
+    __slots__ = (
+        "age_minutes",
+        "ask",
+        "asset",
+        "bid",
+        "cfg",
+        "due",
+        "entry_price",
+        "event_ts",
+        "funding",
+        "now_ms",
+        "position_id",
+        "position_ts",
+        "price",
+        "size",
+        "spread",
+        "tick_ts",
+        "trigger",
+        "unrealized_pnl",
+        "vol",
+    )
+
+    def __init__(
+        self,
+        action: str,
+        hedge_pct: float,
+        instrument: str | None,
+        risk_score: float,
+        stale: bool,
+        size: float,
+        entry_price: float,
+        age_minutes: float,
+        unrealized_pnl: float | None,
+        price: float,
+        vol: float,
+        spread: float,
+        funding: float,
+        bid: float,
+        ask: float,
+        cfg: RiskConfig,
+        asset: str,
+        position_id: str,
+        trigger: str,
+        event_ts: int,
+        tick_ts: int,
+        position_ts: int,
+        now_ms: int,
+        due: int,
+    ) -> None:
+        self.action = action
+        self.hedge_pct = hedge_pct
+        self.instrument = instrument
+        self.risk_score = risk_score
+        self.stale = stale
+        self._data = None
+        self.size = size
+        self.entry_price = entry_price
+        self.age_minutes = age_minutes
+        self.unrealized_pnl = unrealized_pnl
+        self.price = price
+        self.vol = vol
+        self.spread = spread
+        self.funding = funding
+        self.bid = bid
+        self.ask = ask
+        self.cfg = cfg
+        self.asset = asset
+        self.position_id = position_id
+        self.trigger = trigger
+        self.event_ts = event_ts
+        self.tick_ts = tick_ts
+        self.position_ts = position_ts
+        self.now_ms = now_ms
+        self.due = due
+
+    @property
+    def value(self) -> bytes:
+        return orjson.dumps(self.record())
+
+    def record(self) -> dict[str, Any]:
+        a = assess(
+            self.size,
+            self.entry_price,
+            self.age_minutes,
+            self.unrealized_pnl,
+            self.price,
+            self.vol,
+            self.spread,
+            self.funding,
+            self.bid,
+            self.ask,
+            self.cfg,
+            self.asset,
+        )
+        return action_record(
+            a,
+            self.position_id,
+            self.asset,
+            self.trigger,
+            self.event_ts,
+            self.tick_ts,
+            self.position_ts,
+            self.now_ms,
+            self.stale,
+            self.due,
+        )
 
 
 class PositionState:
@@ -129,10 +260,10 @@ class PositionState:
         "entry_price",
         "last",
         "last_assessed_ts",
-        "lineage",
         "next_due",
         "opened_at",
         "overrides",
+        "partition",
         "position_id",
         "size",
         "ts",
@@ -150,7 +281,9 @@ class PositionState:
         self.unrealized_pnl: float | None = None
         self.config: RiskConfig | None = None  # None = the engine-wide config
         self.overrides: dict[str, object] | None = None
-        self.lineage: Lineage = NO_LINEAGE
+        #: The `positions` partition it was read from (-1: not from Kafka). Only the
+        #: partition is kept of the record's lineage: it costs no memory of its own.
+        self.partition = -1
         self.last: LastAction | None = None
         self.last_assessed_ts = -1
         self.next_due = -1  # event time of the next timer re-assessment; -1 = none
@@ -174,12 +307,17 @@ class Table:
         self.by_partition: dict[int, dict[str, None]] = {}
 
     def upsert(self, pos: PositionState, old_asset: str | None, old_partition: int | None) -> None:
-        self.positions[pos.position_id] = pos
+        pid = pos.position_id
+        self.positions[pid] = pos
+        if old_asset is None and old_partition is None:  # new: index it, nothing to unindex
+            self.by_asset.setdefault(pos.asset, {})[pid] = None
+            self.by_partition.setdefault(pos.partition, {})[pid] = None
+            return
         if old_asset != pos.asset:
             if old_asset is not None:
                 self._unindex(self.by_asset, old_asset, pos.position_id)
             self.by_asset.setdefault(pos.asset, {})[pos.position_id] = None
-        partition = pos.lineage.partition
+        partition = pos.partition
         if old_partition != partition:
             if old_partition is not None:
                 self._unindex(self.by_partition, old_partition, pos.position_id)
@@ -189,7 +327,7 @@ class Table:
         pos = self.positions.pop(position_id, None)
         if pos is not None:
             self._unindex(self.by_asset, pos.asset, position_id)
-            self._unindex(self.by_partition, pos.lineage.partition, position_id)
+            self._unindex(self.by_partition, pos.partition, position_id)
         return pos
 
     @staticmethod

@@ -98,9 +98,25 @@ def _too_large(rec: Record) -> DeadLetter | None:
 
 
 def decode_position(rec: Record) -> PositionEvent | DeadLetter:
-    key = _decode_key(rec)
-    if isinstance(key, DeadLetter):
-        return key
+    # The common case first, inline (the rebuild decodes every record of the changelog);
+    # anything unusual takes the checks below, in their order.
+    raw_key, value = rec.key, rec.value
+    if value is not None and raw_key is not None and len(value) <= MAX_VALUE_BYTES:
+        try:
+            key = raw_key.decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            lin = Lineage(rec.topic, rec.partition, rec.offset, rec.timestamp)
+            try:
+                msg = _validate_position(value)
+            except ValidationError as exc:
+                return DeadLetter(describe(exc, "position"), _classify(exc), lin, raw_key, value)
+            return PositionEvent(key, msg, rec.timestamp, lin)
+    key_or_dead = _decode_key(rec)
+    if isinstance(key_or_dead, DeadLetter):
+        return key_or_dead
+    key = key_or_dead
     big = _too_large(rec)
     if big is not None:
         return big
@@ -116,16 +132,33 @@ def decode_position(rec: Record) -> PositionEvent | DeadLetter:
             )
         return PositionEvent(key, None, rec.timestamp, lin)
     try:
-        msg = PositionMessage.model_validate_json(rec.value)
+        msg = _validate_position(rec.value)
     except ValidationError as exc:
         return DeadLetter(describe(exc, "position"), _classify(exc), lin, rec.key, rec.value)
     return PositionEvent(key, msg, rec.timestamp, lin)
 
 
 def decode_tick(rec: Record) -> TickEvent | DeadLetter:
-    key = _decode_key(rec)
-    if isinstance(key, DeadLetter):
-        return key
+    raw_key, value = rec.key, rec.value
+    if value is not None and raw_key is not None and len(value) <= MAX_VALUE_BYTES:
+        # The common case inline (one call per tick; see decode_position).
+        try:
+            key = raw_key.decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            lin = Lineage(rec.topic, rec.partition, rec.offset, rec.timestamp)
+            try:
+                tick = _validate_tick(value)
+            except ValidationError as exc:
+                return DeadLetter(describe(exc, "market tick"), _classify(exc), lin, raw_key, value)
+            if key and key != tick.asset:
+                return _tick_key_mismatch(key, tick, lin, raw_key, value)
+            return TickEvent(tick, lin)
+    key_or_dead = _decode_key(rec)
+    if isinstance(key_or_dead, DeadLetter):
+        return key_or_dead
+    key = key_or_dead
     big = _too_large(rec)
     if big is not None:
         return big
@@ -133,18 +166,36 @@ def decode_tick(rec: Record) -> TickEvent | DeadLetter:
     if rec.value is None:
         return DeadLetter("market tick without a value", "invalid", lin, rec.key, None)
     try:
-        tick = MarketTick.model_validate_json(rec.value)
+        tick = _validate_tick(rec.value)
     except ValidationError as exc:
         return DeadLetter(describe(exc, "market tick"), _classify(exc), lin, rec.key, rec.value)
     if key and key != tick.asset:
-        return DeadLetter(
-            f"record key {key!r} disagrees with body asset {tick.asset!r}: key ticks by asset",
-            "key",
-            lin,
-            rec.key,
-            rec.value,
-        )
+        return _tick_key_mismatch(key, tick, lin, rec.key, rec.value)
     return TickEvent(tick, lin)
+
+
+def _tick_key_mismatch(
+    key: str, tick: MarketTick, lin: Lineage, raw_key: bytes | None, value: bytes | None
+) -> DeadLetter:
+    return DeadLetter(
+        f"record key {key!r} disagrees with body asset {tick.asset!r}: key ticks by asset",
+        "key",
+        lin,
+        raw_key,
+        value,
+    )
+
+
+def _validate_tick(value: bytes) -> MarketTick:
+    """`MarketTick.model_validate_json`, minus its Python wrapper."""
+    tick: MarketTick = MarketTick.__pydantic_validator__.validate_json(value)
+    return tick
+
+
+def _validate_position(value: bytes) -> PositionMessage:
+    """`PositionMessage.model_validate_json`, minus its Python wrapper."""
+    msg: PositionMessage = PositionMessage.__pydantic_validator__.validate_json(value)
+    return msg
 
 
 def decode_action(value: bytes | None) -> dict[str, Any] | None:

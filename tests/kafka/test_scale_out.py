@@ -43,7 +43,13 @@ async def test_two_engines_split_the_partitions_and_hand_them_over(kafka_bootstr
             [pos(f"p{i}", "ETH", 10 + i, 2500, t0) for i in range(N)],
         )
         await produce(kafka_bootstrap, cfg.ticks_topic, [tick("ETH", t0, 2400, **market)])
-        await wait_for(lambda: len(ids(a)) == N, "engine A holds every position", a)
+        await wait_for(
+            lambda: (
+                len(ids(a)) == N and all(p["next_evaluation_ts"] is not None for p in a.positions())
+            ),
+            "engine A holds and has assessed every position",
+            a,
+        )
         timers_before = {p["position_id"]: p["next_evaluation_ts"] for p in a.positions()}
 
         async with running(cfg) as b:
