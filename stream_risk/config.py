@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
@@ -80,6 +80,25 @@ class RiskConfig(BaseModel):
     medium_re_eval_minutes: int = Field(60, gt=0)
     slow_re_eval_minutes: int = Field(240, gt=0)
 
+    # Risk-desk controls (docs/design.md D9): read by the stream engine, not by `/assess`.
+    stale_policy: Literal["flag", "hold", "reduce"] = Field(
+        "flag",
+        description="On stale market data: flag only; hold (advise HOLD, no hedge on old "
+        "prices); reduce (advise at least REDUCE).",
+    )
+    max_net_notional_usd: float | None = Field(
+        None,
+        gt=0,
+        le=1e18,
+        description="|net notional| limit: per asset in an `asset:` scope, the book's in `global`.",
+    )
+    max_gross_notional_usd: float | None = Field(
+        None,
+        gt=0,
+        le=1e18,
+        description="Gross notional limit: per asset in an `asset:` scope, the book's in `global`.",
+    )
+
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         bands = [
@@ -133,6 +152,12 @@ class RiskConfig(BaseModel):
             self.medium_re_eval_minutes,
             self.slow_re_eval_minutes,
         )
+
+    @cached_property
+    def diff_from_defaults(self) -> dict[str, Any]:
+        """The fields that differ from the defaults (an action's `inputs.config`; read-only)."""
+        base = RiskConfig().model_dump()
+        return {k: v for k, v in self.model_dump().items() if base.get(k) != v}
 
     def merged(self, overrides: Mapping[str, Any] | None) -> RiskConfig:
         """This config with `overrides` applied, validated as a whole (raises ValidationError)."""

@@ -7,7 +7,7 @@ These validate input once at the edge; the hot path works on plain floats. JSON 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -158,6 +158,40 @@ class MarketTick(_Strict):
 
 Trigger = Literal["position", "tick", "timer", "config"]
 
+#: Why an action was taken (docs/operations.md, "Reason codes").
+ReasonCode = Literal[
+    "SCORE_LOW",
+    "SCORE_LOW_MODERATE",
+    "SCORE_MODERATE",
+    "SCORE_HIGH",
+    "SCORE_CRITICAL",
+    "HEDGE_TOO_EXPENSIVE",
+    "FLAT_POSITION",
+    "STALE_MARKET_DATA",
+]
+
+
+class DecisionInputs(BaseModel):
+    """What the assessment used: `POST /assess` with these gives the same numbers."""
+
+    position: PositionIn
+    market: MarketIn
+    config: dict[str, Any] = Field(
+        description="The effective config's fields that differ "
+        "from the defaults (the `config` of an /assess request)."
+    )
+
+
+class RecordRef(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class ActionLineage(BaseModel):
+    position: RecordRef = Field(description="The positions record the action used.")
+    tick: RecordRef = Field(description="The latest market-ticks record of the market used.")
+
 
 class RiskAction(AssessResponse):
     """A record of `risk-actions` (key = position_id; null after a close)."""
@@ -172,6 +206,22 @@ class RiskAction(AssessResponse):
     assessed_at: int = Field(description="Wall clock (ms) when assessed.")
     stale_market_data: bool
     next_evaluation_ts: int = Field(description="Event time (ms) of the next timer re-assessment.")
+    config_version: dict[str, int] = Field(
+        default_factory=dict,
+        description="risk-config scopes applied -> offset of their record ({}: defaults).",
+    )
+    inputs: DecisionInputs | None = Field(None, description="What the assessment used.")
+    lineage: ActionLineage | None = Field(None, description="The input records used.")
+
+
+class RiskAlert(BaseModel):
+    """A record of `risk-alerts` (key = what it is about, e.g. `limit:asset:BTC:net`)."""
+
+    key: str
+    kind: Literal["exposure_limit", "liquidate", "stale_market_data", "dlq_rate"]
+    state: Literal["fired", "cleared"]
+    details: dict[str, Any]
+    ts: int = Field(description="Wall clock (ms) when the condition started or cleared.")
 
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
@@ -180,4 +230,6 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "position": PositionMessage,
     "market-tick": MarketTick,
     "risk-action": RiskAction,
+    "risk-config": RiskConfigPatch,
+    "risk-alert": RiskAlert,
 }

@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     topic_market_ticks: str = Field("market-ticks", min_length=1)
     topic_actions: str = Field("risk-actions", min_length=1)
     topic_dlq: str = Field("risk-dlq", min_length=1)
+    topic_config: str = Field("risk-config", min_length=1, description="Live limits (D9).")
+    topic_alerts: str = Field("risk-alerts", min_length=1, description="Alerts (D9).")
     create_topics: bool = Field(False, description="Create missing topics at start.")
 
     # Engine
@@ -140,6 +142,12 @@ class Settings(BaseSettings):
     )
     tick_lookback_s: float = Field(
         300.0, ge=0, allow_inf_nan=False, description="Ticks re-read at start (look-back)."
+    )
+    alert_webhook: str | None = Field(
+        None, description="POST every alert (JSON) to this URL, off the engine's path."
+    )
+    alert_dlq_per_minute: float = Field(
+        10.0, ge=0, allow_inf_nan=False, description="DLQ records a minute that alert."
     )
     risk: RiskConfig = Field(
         default_factory=RiskConfig, description="Engine-wide risk config (the defaults)."

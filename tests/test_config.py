@@ -44,6 +44,8 @@ REFERENCE = {
     "medium_re_eval_minutes": 60,
     "slow_re_eval_minutes": 240,
 }
+#: Risk-desk controls (docs/design.md D9): not constants of the model; off by default.
+DESK = {"stale_policy": "flag", "max_net_notional_usd": None, "max_gross_notional_usd": None}
 
 
 def field_of(exc: ValidationError) -> list[str]:
@@ -52,12 +54,12 @@ def field_of(exc: ValidationError) -> list[str]:
 
 # ------------------------------------------------------------------ defaults
 def test_defaults_equal_reference_constants() -> None:
-    assert RiskConfig().model_dump() == REFERENCE
+    assert RiskConfig().model_dump() == {**REFERENCE, **DESK}
     assert RiskConfig() == DEFAULT_CONFIG
 
 
 def test_every_field_has_a_reference_value() -> None:
-    assert set(RiskConfig.model_fields) == set(REFERENCE)
+    assert set(RiskConfig.model_fields) == set(REFERENCE) | set(DESK)
 
 
 def test_defaults_are_typed() -> None:

@@ -329,6 +329,8 @@ def test_schema_models_listed() -> None:
         "position",
         "market-tick",
         "risk-action",
+        "risk-config",
+        "risk-alert",
     }
 
 

@@ -44,6 +44,16 @@ def samples() -> dict[str, dict[str, Any]]:
         "assessed_at": 1_700_000_000_004,
         "stale_market_data": False,
         "next_evaluation_ts": 1_700_003_600_000,
+        "config_version": {"asset:BTC": 7},
+        "inputs": {
+            "position": {k: v for k, v in REQUEST["position"].items()},
+            "market": REQUEST["market"],
+            "config": {"max_loss_pct": 0.1},
+        },
+        "lineage": {
+            "position": {"topic": "positions", "partition": 2, "offset": 41},
+            "tick": {"topic": "market-ticks", "partition": 0, "offset": 1234},
+        },
     }
     return {
         "assess-request": REQUEST,
@@ -64,6 +74,14 @@ def samples() -> dict[str, dict[str, Any]]:
             "volatility_1d": 0.05,
         },
         "risk-action": action,
+        "risk-config": {"max_loss_pct": 0.1, "max_net_notional_usd": 5_000_000},
+        "risk-alert": {
+            "key": "limit:asset:BTC:max_net_notional_usd",
+            "kind": "exposure_limit",
+            "state": "fired",
+            "details": {"scope": "asset:BTC", "limit_usd": 5e6, "value_usd": 6.2e6},
+            "ts": 1_700_000_000_000,
+        },
     }
 
 

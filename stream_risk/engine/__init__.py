@@ -2,6 +2,7 @@
 
 from stream_risk.engine.core import Engine, EngineConfig, Stats
 from stream_risk.engine.events import (
+    ConfigEvent,
     Event,
     Lineage,
     Output,
@@ -12,6 +13,7 @@ from stream_risk.engine.events import (
 )
 
 __all__ = [
+    "ConfigEvent",
     "Engine",
     "EngineConfig",
     "Event",

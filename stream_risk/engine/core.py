@@ -15,6 +15,7 @@ Time:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from stream_risk.assessor import Assessment, assess
 from stream_risk.config import DEFAULT_CONFIG, RiskConfig, patch_dict
 from stream_risk.engine.events import (
     NO_LINEAGE,
+    ConfigEvent,
     Event,
     Lineage,
     Output,
@@ -35,12 +37,21 @@ from stream_risk.engine.events import (
     TickEvent,
     Trigger,
 )
-from stream_risk.engine.record import action_record
+from stream_risk.engine.record import action_record, apply_stale_policy
 from stream_risk.engine.table import LastAction, MadeAction, MarketState, PositionState, Table
 from stream_risk.engine.timers import Timers
 from stream_risk.models import MarketTick, PositionMessage
 
 EmitPolicy = Literal["changed", "all"]
+
+#: Scopes of `risk-config` keys, from the weakest (docs/design.md D9).
+SCOPE_GLOBAL = "global"
+SCOPE_ASSET = "asset:"
+SCOPE_POSITION = "position:"
+#: The notional limits a scope may set (checked on exposure, not by the model).
+LIMIT_FIELDS = ("max_net_notional_usd", "max_gross_notional_usd")
+#: How many config changes `config_view()` remembers.
+CONFIG_HISTORY = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,8 @@ class Stats:
     duplicate_ticks: int = 0
     duplicate_positions: int = 0
     future_records: int = 0
+    config_changes: int = 0
+    config_rejected: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -83,6 +96,7 @@ class _Restored:
     next_due: int
     position_ts: int
     tick_ts: int
+    config_version: dict[str, int]
 
 
 class Engine:
@@ -96,6 +110,12 @@ class Engine:
         self._config_cache: dict[tuple[tuple[str, Any], ...], RiskConfig] = {}
         #: Last published actions read back from `risk-actions`, by partition, until settled.
         self._restored: dict[int, dict[str, _Restored]] = {}
+        #: risk-config overrides in force: scope -> (fields, offset of the record).
+        self.scopes: dict[str, tuple[dict[str, Any], int]] = {}
+        #: The latest changes of risk-config (applied or rejected), oldest first.
+        self.config_history: deque[dict[str, Any]] = deque(maxlen=CONFIG_HISTORY)
+        #: The positions topic (from the records' lineage), for the actions' lineage.
+        self._pos_topic = ""
 
     # ------------------------------------------------------------------ live path
     def step(self, events: Iterable[Event], now_ms: int) -> StepResult:
@@ -103,16 +123,19 @@ class Engine:
         res = StepResult()
         affected: dict[str, Trigger] = {}
         ticked: set[str] = set()
+        config_ts = -1  # a config change re-assesses as of its record's time
         for ev in events:
             if isinstance(ev, TickEvent):
                 self._apply_tick(ev.tick, ev.lineage, now_ms, affected, res, ticked)
-            else:
+            elif isinstance(ev, PositionEvent):
                 self._apply_position(ev, now_ms, affected, res)
+            else:
+                config_ts = max(config_ts, self._apply_config(ev, now_ms, affected, res))
         positions = self.table.positions
         for pid, trigger in affected.items():
             pos = positions.get(pid)
             if pos is not None:
-                self._assess(pos, trigger, now_ms, -1, res)
+                self._assess(pos, trigger, now_ms, config_ts if trigger == "config" else -1, res)
         # A position just assessed is not assessed again for its timer in the same step.
         self._fire_timers(now_ms, res, skip=affected)
         return res
@@ -155,6 +178,7 @@ class Engine:
             int(value.get("next_evaluation_ts", -1)),
             int(value.get("position_ts", -1)),
             int(value.get("tick_ts", -1)),
+            value.get("config_version") or {},
         )
 
     def settle(self, partition: int, now_ms: int) -> StepResult:
@@ -178,6 +202,7 @@ class Engine:
                     and market is not None
                     and r.tick_ts == market.ts
                     and r.next_due >= 0
+                    and r.config_version == (pos.config_version or {})
                 ):
                     self._schedule(pos, r.next_due)
                     continue
@@ -241,6 +266,90 @@ class Engine:
                 gross += abs(size * price)
             out[asset] = {"net_notional_usd": net, "gross_notional_usd": gross}
         return out
+
+    def limits(self) -> dict[str, dict[str, float]]:
+        """Notional limits in force: `book` (from `global`, else the engine's config) and
+        per asset (from `asset:<ASSET>` scopes only: a book limit is not an asset's)."""
+        out: dict[str, dict[str, float]] = {}
+        book: dict[str, float] = {}
+        base = self.config.risk
+        glob = self.scopes.get(SCOPE_GLOBAL, ({}, -1))[0]
+        for name in LIMIT_FIELDS:
+            v = glob.get(name, getattr(base, name))
+            if v is not None:
+                book[name] = float(v)
+        if book:
+            out["book"] = book
+        for scope, (fields, _) in self.scopes.items():
+            if scope.startswith(SCOPE_ASSET):
+                lim = {n: float(fields[n]) for n in LIMIT_FIELDS if fields.get(n) is not None}
+                if lim:
+                    out[scope] = lim
+        return out
+
+    def book_exposure(self) -> dict[str, Any]:
+        """Net / gross notional and P&L under the four moves, per asset and for the book,
+        at the latest price of each asset; with the limits in force and their breaches.
+
+        P&L at move m of a set of positions = Σ size × price × m = net notional × m.
+        Positions whose market has no price yet count in `positions` only.
+        """
+        cfg = self.config.risk
+        moves = (
+            ("pnl_down_5pct", -cfg.large_move),
+            ("pnl_down_2pct", -cfg.small_move),
+            ("pnl_up_2pct", cfg.small_move),
+            ("pnl_up_5pct", cfg.large_move),
+        )
+        assets: dict[str, dict[str, Any]] = {}
+        book_net = book_gross = 0.0
+        book_n = 0
+        sizes = self.table.sizes
+        for asset, pids in self.table.by_asset.items():
+            market = self.table.markets.get(asset)
+            priced = market is not None and market.ts >= 0
+            price = market.current_price if market is not None and priced else 0.0
+            net = gross = 0.0
+            if priced:
+                # Σ size × price = price × Σ size (the table keeps the sums per asset).
+                net_size, gross_size = sizes.get(asset, (0.0, 0.0))
+                net = net_size * price
+                gross = gross_size * price
+            e: dict[str, Any] = {
+                "positions": len(pids),
+                "price": price if priced else None,
+                "net_notional_usd": net,
+                "gross_notional_usd": gross,
+            }
+            for name, m in moves:
+                e[name] = net * m
+            assets[asset] = e
+            book_net += net
+            book_gross += gross
+            book_n += len(pids)
+        book: dict[str, Any] = {
+            "positions": book_n,
+            "net_notional_usd": book_net,
+            "gross_notional_usd": book_gross,
+        }
+        for name, m in moves:
+            book[name] = book_net * m
+        limits = self.limits()
+        breaches = []
+        for scope, lim in limits.items():
+            x = book if scope == "book" else assets.get(scope[len(SCOPE_ASSET) :])
+            if x is None:
+                continue
+            for name, value in (
+                ("max_net_notional_usd", abs(x["net_notional_usd"])),
+                ("max_gross_notional_usd", x["gross_notional_usd"]),
+            ):
+                limit = lim.get(name)
+                if limit is not None and value > limit:
+                    breaches.append(
+                        {"scope": scope, "limit": name, "limit_usd": limit, "value_usd": value}
+                    )
+        return {"assets": assets, "book": book, "limits": limits, "breaches": breaches}
 
     # ------------------------------------------------------------------ internals
     def _current_due(self, pid: str) -> int:
@@ -370,16 +479,19 @@ class Engine:
                 return
             old_asset: str | None = pos.asset
             old_partition: int | None = pos.partition
+            old_size = pos.size
         else:
             pos = PositionState(pid)
             old_asset = old_partition = None
-        if msg.config is None:  # the common case, without the two calls
+            old_size = 0.0
+        version: dict[str, int] | None = None
+        if msg.config is None and not self.scopes:  # the common case, without the calls
             overrides: dict[str, Any] = {}
             config = None
         else:
             overrides = patch_dict(msg.config)
             try:
-                config = self._config_for(overrides)
+                config, version = self._effective(pid, msg.asset, overrides, self.scopes)
             except ValidationError as exc:
                 res.rejected.append(
                     Rejected(f"invalid config: {exc.errors()[0]['msg']}", ev.lineage)
@@ -394,8 +506,13 @@ class Engine:
         pos.unrealized_pnl = msg.unrealized_pnl
         pos.overrides = overrides or None
         pos.config = config
-        pos.partition = ev.lineage.partition
-        table.upsert(pos, old_asset, old_partition)
+        pos.config_version = version
+        lineage = ev.lineage
+        pos.partition = lineage.partition
+        pos.offset = lineage.offset
+        if lineage.topic is not self._pos_topic:
+            self._pos_topic = lineage.topic
+        table.upsert(pos, old_asset, old_partition, old_size)
         affected[pid] = "position"
 
     @staticmethod
@@ -409,6 +526,121 @@ class Engine:
             and pos.unrealized_pnl == msg.unrealized_pnl
             and (pos.overrides or {}) == patch_dict(msg.config)
         )
+
+    def _effective(
+        self,
+        pid: str,
+        asset: str,
+        own: dict[str, Any],
+        scopes: dict[str, tuple[dict[str, Any], int]],
+    ) -> tuple[RiskConfig | None, dict[str, int] | None]:
+        """A position's config: defaults < global < asset: < position: < its own `config`;
+        and the offsets of the scopes applied. Raises ValidationError on a conflict."""
+        if not scopes:
+            return self._config_for(own), None
+        merged: dict[str, Any] = {}
+        version: dict[str, int] = {}
+        for scope in (SCOPE_GLOBAL, SCOPE_ASSET + asset, SCOPE_POSITION + pid):
+            hit = scopes.get(scope)
+            if hit is not None:
+                merged.update(hit[0])
+                version[scope] = hit[1]
+        merged.update(own)
+        return self._config_for(merged), (version or None)
+
+    def _apply_config(
+        self, ev: ConfigEvent, now_ms: int, affected: dict[str, Trigger], res: StepResult
+    ) -> int:
+        """A risk-config record: change a scope's overrides, re-assess what it covers.
+
+        Applied only if the scope's config and every covered position's effective config
+        still validate as a whole (else rejected: the previous config stays in force).
+        Covered positions get trigger `config` (a position update in the same step wins).
+        Returns the event time of the change (its record's time, at most `now_ms`; -1 when
+        rejected): the re-assessments are as of it.
+        """
+        scope, patch, lin = ev.scope, ev.patch, ev.lineage
+        new = dict(self.scopes)
+        if patch is None:
+            new.pop(scope, None)
+        else:
+            new[scope] = (patch, lin.offset)
+        table = self.table
+        if scope == SCOPE_GLOBAL:
+            covered: Iterable[str] = list(table.positions)
+        elif scope.startswith(SCOPE_ASSET):
+            covered = list(table.by_asset.get(scope[len(SCOPE_ASSET) :], ()))
+        else:
+            pid = scope[len(SCOPE_POSITION) :]
+            covered = [pid] if pid in table.positions else []
+        entry: dict[str, Any] = {
+            "scope": scope,
+            "value": patch,
+            "offset": lin.offset,
+            "partition": lin.partition,
+            "ts": lin.timestamp_ms,
+            "applied_at": now_ms,
+            "changed_by": ev.changed_by,
+        }
+        updates = []
+        try:
+            # The scope on its own chain (a conflict shows even with no position covered).
+            probe = scope[len(SCOPE_POSITION) :] if scope.startswith(SCOPE_POSITION) else ""
+            probe_asset = scope[len(SCOPE_ASSET) :] if scope.startswith(SCOPE_ASSET) else ""
+            self._effective(probe, probe_asset, {}, new)
+            for pid in covered:
+                pos = table.positions[pid]
+                updates.append((pos, *self._effective(pid, pos.asset, pos.overrides or {}, new)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err.get("loc", ())) or "config"
+            reason = f"invalid risk-config {scope!r}: {where}: {err['msg']}"
+            self.stats.config_rejected += 1
+            entry["status"] = "rejected"
+            entry["error"] = reason
+            self.config_history.append(entry)
+            res.rejected.append(Rejected(reason, lin))
+            return -1
+        self.scopes = new
+        self.stats.config_changes += 1
+        entry["status"] = "applied"
+        entry["positions"] = len(updates)
+        self.config_history.append(entry)
+        for pos, cfg, version in updates:
+            pos.config = cfg
+            pos.config_version = version
+            pid = pos.position_id
+            if affected.get(pid) != "position":
+                affected[pid] = "config"
+        return min(lin.timestamp_ms, now_ms)
+
+    def config_view(self) -> dict[str, Any]:
+        """`GET /config`: the config in force per scope, and the history of changes."""
+        base = self.config.risk
+        scopes: dict[str, Any] = {}
+        for scope in sorted(self.scopes, key=_scope_order):
+            fields, offset = self.scopes[scope]
+            chain: dict[str, Any] = {}
+            if scope != SCOPE_GLOBAL and SCOPE_GLOBAL in self.scopes:
+                chain.update(self.scopes[SCOPE_GLOBAL][0])
+            if scope.startswith(SCOPE_POSITION):
+                pos = self.table.positions.get(scope[len(SCOPE_POSITION) :])
+                if pos is not None:
+                    hit = self.scopes.get(SCOPE_ASSET + pos.asset)
+                    if hit is not None:
+                        chain.update(hit[0])
+            chain.update(fields)
+            scopes[scope] = {
+                "overrides": fields,
+                "offset": offset,
+                "effective": base.merged(chain).model_dump(),
+            }
+        return {
+            "defaults": base.model_dump(),
+            "precedence": ["defaults", "global", "asset:<ASSET>", "position:<ID>", "message"],
+            "scopes": scopes,
+            "history": list(self.config_history),
+        }
 
     def _config_for(self, overrides: dict[str, Any]) -> RiskConfig | None:
         if not overrides:
@@ -457,8 +689,11 @@ class Engine:
         due = event_ts + a.re_evaluate_minutes * 60_000
         self._schedule(pos, due)
         stale = now_ms - market.ts > self.config.max_tick_age_ms
+        policy: str | None = None
         if stale:
             stats.stale_assessments += 1
+            if cfg.stale_policy != "flag" and apply_stale_policy(a, cfg.stale_policy):
+                policy = cfg.stale_policy
         instrument = a.instrument
         last = pos.last
         if not (
@@ -474,8 +709,25 @@ class Engine:
         ):
             stats.suppressed += 1
             return
+        pos_ref = {"topic": self._pos_topic, "partition": pos.partition, "offset": pos.offset}
         value = action_record(
-            a, pos.position_id, pos.asset, trigger, event_ts, market.ts, pos.ts, now_ms, stale, due
+            a,
+            pos.position_id,
+            pos.asset,
+            trigger,
+            event_ts,
+            market.ts,
+            pos.ts,
+            now_ms,
+            stale,
+            due,
+            policy=policy,
+            config_version=pos.config_version,
+            position_ref=pos_ref,
+            age_minutes=age,
+            entry_price=pos.entry_price,
+            unrealized_pnl=pos.unrealized_pnl,
+            refs=market.decision_refs(),
         )
         data = orjson.dumps(value)
         # Kept for GET /positions as what made it (a fifth of the bytes' memory).
@@ -504,6 +756,10 @@ class Engine:
             pos.ts,
             now_ms,
             due,
+            policy,
+            pos.config_version,
+            pos_ref,
+            market.lineage,
         )
         stats.published += 1
         res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))
@@ -523,6 +779,12 @@ class Engine:
         return action_record(
             a, pos.position_id, pos.asset, trigger, event_ts, market.ts, pos.ts, now_ms, stale, due
         )
+
+
+def _scope_order(scope: str) -> tuple[int, str]:
+    if scope == SCOPE_GLOBAL:
+        return (0, "")
+    return (1 if scope.startswith(SCOPE_ASSET) else 2, scope)
 
 
 def _compact(data: bytes) -> bytes:

@@ -49,7 +49,18 @@ class TickEvent(NamedTuple):
     lineage: Lineage = NO_LINEAGE
 
 
-Event = PositionEvent | TickEvent
+class ConfigEvent(NamedTuple):
+    """A `risk-config` record: `scope` is `global`, `asset:<ASSET>` or `position:<ID>`;
+    `patch` the fields it sets (validated by the codec), None removes the scope's override.
+    `changed_by` is the record's `changed-by` header, if any."""
+
+    scope: str
+    patch: dict[str, Any] | None
+    lineage: Lineage = NO_LINEAGE
+    changed_by: str | None = None
+
+
+Event = PositionEvent | TickEvent | ConfigEvent
 
 
 @dataclass(slots=True)

@@ -9,11 +9,48 @@ give the same floats, so the same dict and the same bytes (`tests/engine` checks
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from stream_risk import __version__
-from stream_risk.assessor import Assessment
+from stream_risk.assessor import HOLD, REDUCE, Assessment, hedge_at
+from stream_risk.config import RiskConfig
+from stream_risk.engine.events import NO_LINEAGE, Lineage
 from stream_risk.models import SCHEMA_VERSION
+
+#: reason_code when the stale-data policy decided the action (docs/design.md D9).
+REASON_STALE: Final = "STALE_MARKET_DATA"
+
+
+def config_diff(cfg: RiskConfig) -> dict[str, Any]:
+    """The fields of `cfg` that differ from the defaults (cached on the config)."""
+    return cfg.diff_from_defaults
+
+
+def apply_stale_policy(a: Assessment, policy: str) -> bool:
+    """Change the advice of `a` (made on stale market data) per `stale_policy`.
+
+    `hold`: HOLD, no hedge (no trading on old prices). `reduce`: at least REDUCE at the
+    config's `reduce_pct` (a stronger model action stands). Returns True when the policy
+    decided the action (its reason_code is then STALE_MARKET_DATA). A flat position is
+    never changed.
+    """
+    if a.size == 0 or policy == "flag":
+        return False
+    if policy == "hold":
+        a.action = HOLD
+        a.hedge_pct = 0.0
+        a.instrument = None
+        return True
+    if a.action != HOLD:
+        return False
+    h = a.cfg.reduce_pct
+    a.action = REDUCE
+    a.hedge_pct = h
+    a.too_expensive = False
+    a.instrument = (
+        hedge_at(a.size, a.price, a.spread_bps, a.funding, h, a.cfg).instrument if h > 0 else None
+    )
+    return True
 
 
 def action_record(
@@ -27,9 +64,34 @@ def action_record(
     now_ms: int,
     stale: bool,
     due: int,
+    *,
+    policy: str | None = None,
+    config_version: dict[str, int] | None = None,
+    position_lineage: Lineage = NO_LINEAGE,
+    tick_lineage: Lineage = NO_LINEAGE,
+    age_minutes: float = 0.0,
+    entry_price: float = 0.0,
+    unrealized_pnl: float | None = None,
+    market: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0),
+    refs: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    position_ref: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The action record of assessment `a` (the `/assess` fields first, in their order)."""
+    """The action record of assessment `a` (the `/assess` fields first, in their order),
+    with its decision record: `config_version`, `inputs` (what `POST /assess` needs to give
+    the same numbers) and `lineage`. `policy`: the stale-data policy that decided the
+    action (already applied to `a`), or None. `market`: vol, spread, funding, bid, ask;
+    `refs`: `MarketState.decision_refs()` (the same market dict and tick lineage, built
+    once per tick) instead of building them here."""
     value = a.to_dict()
+    if policy is not None:
+        value["reason_code"] = REASON_STALE
+        if policy == "hold":
+            value["reasoning"] = (
+                f"Market data is stale (stale_policy=hold): no trade on old prices. "
+                f"Risk score {a.risk_score:.0f}/100 ({a.band}). Hold."
+            )
+        else:
+            value["reasoning"] = "Market data is stale (stale_policy=reduce). " + value["reasoning"]
     value["version"] = __version__
     value["ts_ms"] = now_ms
     value["schema_version"] = SCHEMA_VERSION
@@ -42,4 +104,40 @@ def action_record(
     value["assessed_at"] = now_ms
     value["stale_market_data"] = stale
     value["next_evaluation_ts"] = due
+    value["config_version"] = config_version or {}
+    if refs is None:
+        vol, spread, funding, bid, ask = market
+        market_in: dict[str, Any] = {
+            "current_price": a.price,
+            "volatility_1d": vol,
+            "spot_spread_bps": spread,
+            "perp_funding_rate": funding,
+            "bid_depth_usd": bid,
+            "ask_depth_usd": ask,
+        }
+        tick_ref: dict[str, Any] = {
+            "topic": tick_lineage.topic,
+            "partition": tick_lineage.partition,
+            "offset": tick_lineage.offset,
+        }
+    else:
+        market_in, tick_ref = refs
+    value["inputs"] = {
+        "position": {
+            "asset": asset,
+            "size": a.size,
+            "entry_price": entry_price,
+            "age_minutes": age_minutes,
+            "unrealized_pnl": unrealized_pnl,
+        },
+        "market": market_in,
+        "config": a.cfg.diff_from_defaults,
+    }
+    if position_ref is None:
+        position_ref = {
+            "topic": position_lineage.topic,
+            "partition": position_lineage.partition,
+            "offset": position_lineage.offset,
+        }
+    value["lineage"] = {"position": position_ref, "tick": tick_ref}
     return value

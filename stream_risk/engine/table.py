@@ -9,7 +9,7 @@ import orjson
 from stream_risk.assessor import assess
 from stream_risk.config import RiskConfig
 from stream_risk.engine.events import NO_LINEAGE, Lineage
-from stream_risk.engine.record import action_record
+from stream_risk.engine.record import action_record, apply_stale_policy
 from stream_risk.models import MarketTick
 
 K = TypeVar("K")
@@ -23,6 +23,7 @@ class MarketState:
     """Latest market of one asset. A field a tick leaves out keeps its last value."""
 
     __slots__ = (
+        "_refs",
         "ask_depth_usd",
         "asset",
         "bid_depth_usd",
@@ -44,8 +45,34 @@ class MarketState:
         self.bid_depth_usd = DEFAULT_DEPTH_USD
         self.ask_depth_usd = DEFAULT_DEPTH_USD
         self.lineage: Lineage = NO_LINEAGE
+        self._refs: tuple[dict[str, Any], dict[str, Any]] | None = None
+
+    def decision_refs(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(`inputs.market`, `lineage.tick`) of the actions made on this market version:
+        built once per tick, shared by the records of every position on the asset (read
+        only: records are serialised, never mutated)."""
+        refs = self._refs
+        if refs is None:
+            lin = self.lineage
+            refs = self._refs = (
+                {
+                    "current_price": self.current_price,
+                    "volatility_1d": self.volatility_1d,
+                    "spot_spread_bps": self.spot_spread_bps,
+                    "perp_funding_rate": self.perp_funding_rate,
+                    "bid_depth_usd": self.bid_depth_usd,
+                    "ask_depth_usd": self.ask_depth_usd,
+                },
+                {"topic": lin.topic, "partition": lin.partition, "offset": lin.offset},
+            )
+        return refs
+
+    def invalidate(self) -> None:
+        """Forget `decision_refs()`: call after setting fields other than by `apply`."""
+        self._refs = None
 
     def apply(self, tick: MarketTick, lineage: Lineage) -> None:
+        self._refs = None
         self.ts = tick.ts
         self.current_price = tick.current_price
         if tick.volatility_1d is not None:
@@ -148,16 +175,20 @@ class MadeAction(LastAction):
         "asset",
         "bid",
         "cfg",
+        "config_version",
         "due",
         "entry_price",
         "event_ts",
         "funding",
         "now_ms",
+        "policy",
         "position_id",
+        "position_ref",
         "position_ts",
         "price",
         "size",
         "spread",
+        "tick_lineage",
         "tick_ts",
         "trigger",
         "unrealized_pnl",
@@ -190,6 +221,10 @@ class MadeAction(LastAction):
         position_ts: int,
         now_ms: int,
         due: int,
+        policy: str | None = None,
+        config_version: dict[str, int] | None = None,
+        position_ref: dict[str, Any] | None = None,
+        tick_lineage: Lineage = NO_LINEAGE,
     ) -> None:
         self.action = action
         self.hedge_pct = hedge_pct
@@ -216,6 +251,10 @@ class MadeAction(LastAction):
         self.position_ts = position_ts
         self.now_ms = now_ms
         self.due = due
+        self.policy = policy
+        self.config_version = config_version
+        self.position_ref = position_ref
+        self.tick_lineage = tick_lineage
 
     @property
     def value(self) -> bytes:
@@ -236,6 +275,8 @@ class MadeAction(LastAction):
             self.cfg,
             self.asset,
         )
+        if self.policy is not None:
+            apply_stale_policy(a, self.policy)
         return action_record(
             a,
             self.position_id,
@@ -247,6 +288,14 @@ class MadeAction(LastAction):
             self.now_ms,
             self.stale,
             self.due,
+            policy=self.policy,
+            config_version=self.config_version,
+            position_ref=self.position_ref,
+            tick_lineage=self.tick_lineage,
+            age_minutes=self.age_minutes,
+            entry_price=self.entry_price,
+            unrealized_pnl=self.unrealized_pnl,
+            market=(self.vol, self.spread, self.funding, self.bid, self.ask),
         )
 
 
@@ -257,10 +306,12 @@ class PositionState:
         "age_at_ts",
         "asset",
         "config",
+        "config_version",
         "entry_price",
         "last",
         "last_assessed_ts",
         "next_due",
+        "offset",
         "opened_at",
         "overrides",
         "partition",
@@ -281,6 +332,10 @@ class PositionState:
         self.unrealized_pnl: float | None = None
         self.config: RiskConfig | None = None  # None = the engine-wide config
         self.overrides: dict[str, object] | None = None
+        #: Offsets of the risk-config scopes applied ({} or None: none).
+        self.config_version: dict[str, int] | None = None
+        #: Offset of the `positions` record it was read from (the action's lineage).
+        self.offset = -1
         #: The `positions` partition it was read from (-1: not from Kafka). Only the
         #: partition is kept of the record's lineage: it costs no memory of its own.
         self.partition = -1
@@ -298,17 +353,38 @@ class PositionState:
 class Table:
     """Positions, markets, and the asset -> positions and partition -> positions indexes."""
 
-    __slots__ = ("by_asset", "by_partition", "markets", "positions")
+    __slots__ = ("by_asset", "by_partition", "markets", "positions", "sizes")
 
     def __init__(self) -> None:
         self.positions: dict[str, PositionState] = {}
         self.markets: dict[str, MarketState] = {}
         self.by_asset: dict[str, dict[str, None]] = {}  # ordered sets: deterministic order
         self.by_partition: dict[int, dict[str, None]] = {}
+        #: Per asset [Σ size, Σ |size|] of its positions: exposure in O(assets), not
+        #: O(positions) (docs/design.md D9). Reset when an asset's last position goes.
+        self.sizes: dict[str, list[float]] = {}
 
-    def upsert(self, pos: PositionState, old_asset: str | None, old_partition: int | None) -> None:
+    def upsert(
+        self,
+        pos: PositionState,
+        old_asset: str | None,
+        old_partition: int | None,
+        old_size: float = 0.0,
+    ) -> None:
         pid = pos.position_id
         self.positions[pid] = pos
+        sizes = self.sizes
+        if old_asset is not None:
+            s = sizes.get(old_asset)
+            if s is not None:
+                s[0] -= old_size
+                s[1] -= abs(old_size)
+        s = sizes.get(pos.asset)
+        if s is None:
+            sizes[pos.asset] = [pos.size, abs(pos.size)]
+        else:
+            s[0] += pos.size
+            s[1] += abs(pos.size)
         if old_asset is None and old_partition is None:  # new: index it, nothing to unindex
             self.by_asset.setdefault(pos.asset, {})[pid] = None
             self.by_partition.setdefault(pos.partition, {})[pid] = None
@@ -316,6 +392,8 @@ class Table:
         if old_asset != pos.asset:
             if old_asset is not None:
                 self._unindex(self.by_asset, old_asset, pos.position_id)
+                if old_asset not in self.by_asset:
+                    self.sizes.pop(old_asset, None)
             self.by_asset.setdefault(pos.asset, {})[pos.position_id] = None
         partition = pos.partition
         if old_partition != partition:
@@ -326,7 +404,13 @@ class Table:
     def remove(self, position_id: str) -> PositionState | None:
         pos = self.positions.pop(position_id, None)
         if pos is not None:
+            s = self.sizes.get(pos.asset)
+            if s is not None:
+                s[0] -= pos.size
+                s[1] -= abs(pos.size)
             self._unindex(self.by_asset, pos.asset, position_id)
+            if pos.asset not in self.by_asset:
+                self.sizes.pop(pos.asset, None)
             self._unindex(self.by_partition, pos.partition, position_id)
         return pos
 

@@ -9,7 +9,8 @@ from typing import Any, Protocol
 import orjson
 from pydantic import ValidationError
 
-from stream_risk.engine.events import Lineage, PositionEvent, TickEvent
+from stream_risk.config import RiskConfigPatch, patch_dict
+from stream_risk.engine.events import ConfigEvent, Lineage, PositionEvent, TickEvent
 from stream_risk.models import MarketTick, PositionMessage
 
 #: A value larger than this is refused before parsing (DLQ'd as it is).
@@ -207,3 +208,45 @@ def decode_action(value: bytes | None) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return out if isinstance(out, dict) else None
+
+
+#: Scope keys of `risk-config` records (docs/design.md D9).
+CONFIG_SCOPES = ("global", "asset:<ASSET>", "position:<POSITION_ID>")
+
+
+def decode_config(rec: Record, headers: Any = ()) -> ConfigEvent | DeadLetter:
+    """A `risk-config` record: key = scope, value = partial config (JSON object) or null.
+
+    `headers`: the record's headers ((name, bytes) pairs); `changed-by` is kept.
+    """
+    lin = lineage_of(rec)
+    raw_key = rec.key
+    try:
+        scope = "" if raw_key is None else raw_key.decode()
+    except UnicodeDecodeError:
+        return DeadLetter("risk-config key is not UTF-8", "key", lin, raw_key, rec.value)
+    kind, _, name = scope.partition(":")
+    if not (scope == "global" or (kind in ("asset", "position") and name)):
+        return DeadLetter(
+            f"risk-config key {scope!r} is no scope: use one of {', '.join(CONFIG_SCOPES)}",
+            "key",
+            lin,
+            raw_key,
+            rec.value,
+        )
+    changed_by = None
+    for hk, hv in headers or ():
+        if hk == "changed-by" and hv is not None:
+            changed_by = hv.decode(errors="replace")
+    if rec.value is None:
+        return ConfigEvent(scope, None, lin, changed_by)
+    big = _too_large(rec)
+    if big is not None:
+        return big
+    try:
+        patch = RiskConfigPatch.model_validate_json(rec.value)
+    except ValidationError as exc:
+        return DeadLetter(
+            describe(exc, f"risk-config {scope!r}"), _classify(exc), lin, raw_key, rec.value
+        )
+    return ConfigEvent(scope, patch_dict(patch), lin, changed_by)

@@ -61,6 +61,12 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="create missing topics (positions/risk-actions compacted, 6 partitions)",
     )
+    p.add_argument(
+        "--alert-webhook",
+        default=None,
+        metavar="URL",
+        help="also POST every alert (JSON) to URL: 2 s timeout, 3 attempts, never blocking",
+    )
     _kafka_arguments(p)
 
 
@@ -72,6 +78,7 @@ def run_handler(args: argparse.Namespace) -> int:
         group_id=args.group_id,
         emit=args.emit,
         create_topics=args.create_topics,
+        alert_webhook=args.alert_webhook,
         **_kafka_flags(args),
     )
     from stream_risk.kafka.service import run_service
@@ -120,9 +127,12 @@ async def _topics(settings: Settings, action: str, partitions: int) -> int:
         market_ticks=settings.topic_market_ticks,
         risk_actions=settings.topic_actions,
         risk_dlq=settings.topic_dlq,
+        risk_config=settings.topic_config,
+        risk_alerts=settings.topic_alerts,
     )
     kw = settings.kafka_security_kwargs()
-    specs = t.topic_specs(names, partitions=partitions, include_controls=False)
+    # The core topics and risk-config / risk-alerts (docs/design.md D9).
+    specs = t.topic_specs(names, partitions=partitions)
     try:
         if action == "list":
             missing = set(

@@ -20,20 +20,28 @@ import contextlib
 import gc
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from stream_risk import alerts as alerting
 from stream_risk.engine import Engine, EngineConfig, PositionEvent, StepResult, TickEvent
 from stream_risk.engine.events import Event, Lineage, Output, Rejected
 from stream_risk.kafka import topics as topic_admin
-from stream_risk.kafka.codec import DeadLetter, decode_action, decode_position, decode_tick
+from stream_risk.kafka.codec import (
+    DeadLetter,
+    decode_action,
+    decode_config,
+    decode_position,
+    decode_tick,
+)
 from stream_risk.kafka.reader import read_to_end
 from stream_risk.sidecar.metrics import Metrics
 from stream_risk.sidecar.state import SidecarState
@@ -92,6 +100,10 @@ class ProcessorConfig:
     ticks_topic: str = "market-ticks"
     actions_topic: str = "risk-actions"
     dlq_topic: str = "risk-dlq"
+    #: Live limits (docs/design.md D9): read in full by every instance. None: not used.
+    config_topic: str | None = "risk-config"
+    #: Alerts (fired / cleared). None: not published.
+    alerts_topic: str | None = "risk-alerts"
     create_topics: bool = False
     #: "auto": idempotent producer if the broker supports it; "on" / "off" force it.
     idempotence: str = "auto"
@@ -107,12 +119,27 @@ class ProcessorConfig:
     health_interval_s: float = 2.0
     #: Tune the garbage collector for a stream processor (`tune_gc`): on by default.
     tune_gc: bool = True
+    #: POST every alert to this URL (None: risk-alerts only).
+    alert_webhook: str | None = None
+    alert_webhook_timeout_s: float = 2.0
+    alert_webhook_attempts: int = 3
+    #: DLQ records in the last minute above which a `dlq_rate` alert fires.
+    alert_dlq_per_minute: float = 10.0
+    #: How often exposure limits, stale markets and the DLQ rate are checked.
+    alert_interval_s: float = 0.25
+    #: Per-asset exposure gauges in /metrics for at most this many assets (largest gross).
+    exposure_metrics_assets: int = 50
     #: Extra aiokafka client settings (security: TLS, SASL).
     client_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def topics(self) -> list[str]:
         return [self.positions_topic, self.ticks_topic, self.actions_topic, self.dlq_topic]
+
+    @property
+    def control_topics(self) -> list[str]:
+        """risk-config and risk-alerts: used when present (created under create_topics)."""
+        return [t for t in (self.config_topic, self.alerts_topic) if t]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -147,6 +174,16 @@ class StreamProcessor(SidecarState):
         self._live: dict[int, int] = {}  # rebuilt partition -> next offset to process
         self._held: dict[int, int] = {}  # revoked, state kept until the next assignment
         self._tick_next: dict[int, int] = {}  # ticks partition -> next offset to process
+        self._config: AIOKafkaConsumer | None = None
+        self._config_topic: str | None = None  # set when the topic exists
+        self._alerts_topic: str | None = None
+        self._config_caught_up = False
+        self.alerts = alerting.AlertTracker()
+        self.recent_alerts: deque[alerting.Alert] = deque(maxlen=100)
+        self._webhook: alerting.WebhookSender | None = None
+        self._dlq_times: deque[float] = deque()
+        self._exposure_labels: set[tuple[str, ...]] = set()
+        self._alert_sends: set[asyncio.Future[None]] = set()
         self._joined = False
         self._ticks_caught_up = False
         self._connected = False
@@ -166,22 +203,32 @@ class StreamProcessor(SidecarState):
         if cfg.tune_gc:
             tune_gc()
         kw = cfg.client_kwargs
-        missing = await topic_admin.missing_topics(cfg.bootstrap_servers, cfg.topics, **kw)
-        if missing:
-            if not cfg.create_topics:
-                raise topic_admin.MissingTopicsError(missing)
+        wanted = [*cfg.topics, *cfg.control_topics]
+        missing = await topic_admin.missing_topics(cfg.bootstrap_servers, wanted, **kw)
+        missing_core = [t for t in missing if t in cfg.topics]
+        if missing_core and not cfg.create_topics:
+            raise topic_admin.MissingTopicsError(missing_core)
+        if missing and cfg.create_topics:
             names = topic_admin.TopicNames(
                 positions=cfg.positions_topic,
                 market_ticks=cfg.ticks_topic,
                 risk_actions=cfg.actions_topic,
                 risk_dlq=cfg.dlq_topic,
+                risk_config=cfg.config_topic or topic_admin.RISK_CONFIG,
+                risk_alerts=cfg.alerts_topic or topic_admin.RISK_ALERTS,
             )
-            specs = [
-                s
-                for s in topic_admin.topic_specs(names, include_controls=False)
-                if s.name in missing
-            ]
+            specs = [s for s in topic_admin.topic_specs(names) if s.name in missing]
             await topic_admin.create_topics(cfg.bootstrap_servers, specs, **kw)
+            missing = []
+        for t in missing:
+            log.warning(
+                "topic %s is missing: running without it (%s); create it with "
+                "`stream-risk topics create` to use it",
+                t,
+                "static limits, no live risk-config" if t == cfg.config_topic else "no alerts",
+            )
+        self._config_topic = cfg.config_topic if cfg.config_topic not in missing else None
+        self._alerts_topic = cfg.alerts_topic if cfg.alerts_topic not in missing else None
         if cfg.idempotence == "auto":
             self._idempotent = await topic_admin.probe_idempotence(cfg.bootstrap_servers, **kw)
             if not self._idempotent:
@@ -216,6 +263,7 @@ class StreamProcessor(SidecarState):
                 cfg.positions_topic,
                 len(pos_parts),
             )
+        await self._start_config()
         await self._start_ticks()
         self._positions = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap_servers,
@@ -232,6 +280,67 @@ class StreamProcessor(SidecarState):
         await self._positions.start()
         self._positions.subscribe([cfg.positions_topic], listener=_Rebalance(self))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        if cfg.alert_webhook:
+            m = self.metrics
+            self._webhook = alerting.WebhookSender(
+                cfg.alert_webhook,
+                timeout_s=cfg.alert_webhook_timeout_s,
+                attempts=cfg.alert_webhook_attempts,
+                on_result=lambda r: m.alert_webhook.labels(result=r).inc(),
+            )
+            self._webhook.start()
+        self._tasks.append(asyncio.create_task(self._alert_loop(), name="alerts"))
+
+    async def _start_config(self) -> None:
+        """Assign risk-config from its beginning and read it to the end (before ready)."""
+        cfg = self.cfg
+        topic = self._config_topic
+        if topic is None:
+            self._config_caught_up = True
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap_servers,
+            client_id=cfg.client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=cfg.fetch_max_records,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            **cfg.client_kwargs,
+        )
+        await consumer.start()
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self._config = consumer
+        dead: list[DeadLetter] = []
+        res = StepResult()
+
+        def collect(tp: TopicPartition, records: Sequence[Any]) -> None:
+            step = self.engine.step(self._decode_config(records, dead), wall_ms())
+            # Rejected at start: a record that was already bad when first read is DLQ'd
+            # again by each instance start; the DLQ says so with the same offset.
+            dead.extend(_rejected_letters(step.rejected, [records], -1))
+            res.outputs.extend(step.outputs)
+
+        await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS)
+        async with self._lock:
+            await self._publish(res, dead)
+        self._config_caught_up = True
+        log.info("risk-config caught up: %d scopes in force", len(self.engine.scopes))
+
+    def _decode_config(self, records: Sequence[Any], dead: list[DeadLetter]) -> list[Event]:
+        out: list[Event] = []
+        if self._config_topic is not None:
+            self.metrics.records_consumed.labels(topic=self._config_topic).inc(len(records))
+        for rec in records:
+            ev = decode_config(rec, rec.headers)
+            if isinstance(ev, DeadLetter):
+                dead.append(ev)
+            else:
+                out.append(ev)
+        return out
 
     async def _start_ticks(self) -> None:
         """Assign every ticks partition from the look-back window and catch up to the end."""
@@ -280,10 +389,11 @@ class StreamProcessor(SidecarState):
     async def run(self) -> None:
         """Process until `stop()`. Call `start()` first."""
         assert self._ticks is not None and self._positions is not None
-        ticks, positions = self._ticks, self._positions
+        ticks, positions, configs = self._ticks, self._positions, self._config
         max_records = self.cfg.fetch_max_records
         t_ticks: asyncio.Task[Any] | None = None
         t_pos: asyncio.Task[Any] | None = None
+        t_cfg: asyncio.Task[Any] | None = None
         stop_wait = asyncio.create_task(self._stopping.wait())
         try:
             while not self._stopping.is_set():
@@ -298,12 +408,17 @@ class StreamProcessor(SidecarState):
                     t_pos = asyncio.create_task(
                         positions.getmany(timeout_ms=500, max_records=max_records)
                     )
+                if t_cfg is None and configs is not None:
+                    t_cfg = asyncio.create_task(configs.getmany(timeout_ms=500))
                 due = self.engine.next_due()
                 timeout = 1.0
                 if due is not None:
                     timeout = min(timeout, max(0.0, (due - wall_ms()) / 1000))
+                waiting = {t_ticks, t_pos, stop_wait}
+                if t_cfg is not None:
+                    waiting.add(t_cfg)
                 done, _ = await asyncio.wait(
-                    {t_ticks, t_pos, stop_wait},
+                    waiting,
                     timeout=timeout,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
@@ -311,6 +426,14 @@ class StreamProcessor(SidecarState):
                 dead: list[DeadLetter] = []
                 commits: dict[TopicPartition, int] = {}
                 raw_pos: list[Sequence[Any]] = []
+                if t_cfg is not None and t_cfg in done:
+                    # Config first: a change applies to the positions and ticks after it.
+                    batch = self._task_result(t_cfg)
+                    t_cfg = None
+                    for records in batch.values():
+                        if records:
+                            events.extend(self._decode_config(records, dead))
+                            raw_pos.append(records)
                 if t_pos in done:
                     batch = self._task_result(t_pos)
                     t_pos = None
@@ -355,7 +478,7 @@ class StreamProcessor(SidecarState):
                         await self._commit(commits)
                 self._update_gauges()
         finally:
-            for t in (t_ticks, t_pos, stop_wait):
+            for t in (t_ticks, t_pos, t_cfg, stop_wait):
                 if t is not None:
                     t.cancel()
                     with contextlib.suppress(BaseException):
@@ -380,17 +503,20 @@ class StreamProcessor(SidecarState):
             with contextlib.suppress(BaseException):
                 await t
         self._tasks.clear()
+        if self._webhook is not None:
+            await self._webhook.stop()
+            self._webhook = None
         if self._producer is not None:
             with contextlib.suppress(KafkaError):
                 await self._producer.flush()
-        for c in (self._positions, self._ticks):
+        for c in (self._positions, self._ticks, self._config):
             if c is not None:
                 with contextlib.suppress(KafkaError):
                     await c.stop()
         if self._producer is not None:
             with contextlib.suppress(KafkaError):
                 await self._producer.stop()
-        self._positions = self._ticks = None
+        self._positions = self._ticks = self._config = None
         self._producer = None
 
     # ------------------------------------------------------------------ rebalancing
@@ -571,12 +697,37 @@ class StreamProcessor(SidecarState):
         m = self.metrics
         by_action: Counter[str] = Counter()
         observe = m.tick_to_action_seconds.observe
+        tracker = self.alerts
+        active = tracker.active
+        fired: list[alerting.Alert] = []
         for out in res.outputs:
             value = out.value
+            key = "liquidate:position:" + out.position_id
             if value is None:
                 by_action["TOMBSTONE"] += 1
+                if key in active:
+                    a = tracker.observe(alerting.LIQUIDATE, key, False, {"closed": True}, now)
+                    if a is not None:
+                        fired.append(a)
                 continue
-            by_action[value["action"]] += 1
+            action = value["action"]
+            by_action[action] += 1
+            if (action == "LIQUIDATE") != (key in active):
+                a = tracker.observe(
+                    alerting.LIQUIDATE,
+                    key,
+                    action == "LIQUIDATE",
+                    {
+                        "position_id": out.position_id,
+                        "asset": value["asset"],
+                        "action": action,
+                        "risk_score": value["risk_score"],
+                        "reason_code": value["reason_code"],
+                    },
+                    now,
+                )
+                if a is not None:
+                    fired.append(a)
             ts = out.tick_lineage.timestamp_ms
             if ts > 0 and value["trigger"] == "tick":
                 observe(max(0.0, (now - ts) / 1000))
@@ -586,7 +737,14 @@ class StreamProcessor(SidecarState):
             if child is None:
                 child = children[action] = m.actions_published.labels(action=action)
             child.inc(n)
+        if fired:
+            self._emit_alerts(fired)
+        if dead:
+            t = time.monotonic()
+            self._dlq_times.extend([t] * len(dead))
         for d in dead:
+            if d.lineage.topic == self._config_topic:
+                m.config_changes.labels(status="rejected").inc()
             m.dlq_records.labels(topic=d.lineage.topic, reason=d.kind).inc()
             log.warning(
                 "DLQ %s[%d]@%d: %s",
@@ -656,6 +814,7 @@ class StreamProcessor(SidecarState):
                     log.warning("broker unreachable: %s", exc)
                 self._connected = False
             self._update_gauges()
+            self._update_exposure_gauges()
 
     def _update_gauges(self) -> None:
         m = self.metrics
@@ -696,11 +855,110 @@ class StreamProcessor(SidecarState):
         m.duplicates.labels(kind="tick").inc(delta("duplicate_ticks"))
         m.duplicates.labels(kind="position").inc(delta("duplicate_positions"))
         m.stale_market_data.inc(delta("stale_assessments"))
+        m.config_changes.labels(status="applied").inc(delta("config_changes"))
         self._last_stats = now
+
+    # ------------------------------------------------------------------ alerts
+    def _emit_alerts(self, alerts: list[alerting.Alert]) -> None:
+        """Publish alerts to risk-alerts and hand them to the webhook; never waits."""
+        m = self.metrics
+        producer = self._producer
+        for a in alerts:
+            m.alerts.labels(kind=a["kind"], state=a["state"]).inc()
+            self.recent_alerts.append(a)
+            log.warning("alert %s %s: %s", a["key"], a["state"], a["details"])
+            if self._webhook is not None:
+                self._webhook.submit(a)
+            if producer is not None and self._alerts_topic is not None:
+                task = asyncio.ensure_future(
+                    _send_alert(producer, self._alerts_topic, a["key"].encode(), orjson.dumps(a))
+                )
+                self._alert_sends.add(task)
+                task.add_done_callback(self._alert_sends.discard)
+        m.alerts_active.set(len(self.alerts.active))
+
+    def check_alerts(self, now_ms: int | None = None) -> list[alerting.Alert]:
+        """Exposure limits, stale markets and the DLQ rate: the transitions since the last
+        check (published). Cheap when no limit is set: no exposure is computed then."""
+        now = wall_ms() if now_ms is None else now_ms
+        tracker = self.alerts
+        out: list[alerting.Alert] = []
+        engine = self.engine
+        if engine.limits() or any(k == alerting.EXPOSURE_LIMIT for k, _ in tracker.active.values()):
+            view = engine.book_exposure()
+            breaches = {f"limit:{b['scope']}:{b['limit']}": b for b in view["breaches"]}
+            out += tracker.sync(alerting.EXPOSURE_LIMIT, breaches, now)
+        max_age = engine.config.max_tick_age_ms
+        stale = {}
+        for asset in engine.table.by_asset:
+            market = engine.table.markets.get(asset)
+            if market is not None and market.ts >= 0 and now - market.ts > max_age:
+                stale["stale:asset:" + asset] = {
+                    "asset": asset,
+                    "tick_ts": market.ts,
+                    "max_tick_age_ms": max_age,
+                }
+        out += tracker.sync(alerting.STALE, stale, now)
+        cutoff = time.monotonic() - 60.0
+        times = self._dlq_times
+        while times and times[0] < cutoff:
+            times.popleft()
+        limit = self.cfg.alert_dlq_per_minute
+        a = tracker.observe(
+            alerting.DLQ_RATE,
+            "dlq_rate",
+            len(times) > limit,
+            {"dlq_last_minute": len(times), "threshold_per_minute": limit},
+            now,
+        )
+        if a is not None:
+            out.append(a)
+        if out:
+            self._emit_alerts(out)
+        return out
+
+    async def _alert_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.alert_interval_s)
+            try:
+                self.check_alerts()
+            except Exception:  # a bug here must not stop the engine
+                log.exception("alert check failed")
+
+    def _update_exposure_gauges(self) -> None:
+        """Exposure gauges: the book, and the `exposure_metrics_assets` largest assets by
+        gross notional (a bounded label set however many assets the table holds)."""
+        view = self.engine.book_exposure()
+        m = self.metrics
+        seen: set[tuple[str, ...]] = set()
+        top = sorted(view["assets"].items(), key=lambda kv: -kv[1]["gross_notional_usd"])
+        top = top[: self.cfg.exposure_metrics_assets]
+        rows = [("book", view["book"])] + [("asset:" + a, e) for a, e in top]
+        for scope, e in rows:
+            for kind in ("net", "gross"):
+                m.exposure_notional.labels(scope=scope, kind=kind).set(e[f"{kind}_notional_usd"])
+                seen.add(("n", scope, kind))
+            for move in ("down_5pct", "down_2pct", "up_2pct", "up_5pct"):
+                m.exposure_pnl.labels(scope=scope, move=move).set(e[f"pnl_{move}"])
+                seen.add(("p", scope, move))
+        breached = {(b["scope"], b["limit"]) for b in view["breaches"]}
+        for scope, lim in view["limits"].items():
+            for name in lim:
+                m.limit_breached.labels(scope=scope, limit=name).set(
+                    1 if (scope, name) in breached else 0
+                )
+                seen.add(("l", scope, name))
+        for gone in self._exposure_labels - seen:
+            metric = {"n": m.exposure_notional, "p": m.exposure_pnl, "l": m.limit_breached}[gone[0]]
+            with contextlib.suppress(KeyError):
+                metric.remove(*gone[1:])
+        self._exposure_labels = seen
 
     # ------------------------------------------------------------------ sidecar state
     def is_ready(self) -> tuple[bool, list[str]]:
         reasons = []
+        if not self._config_caught_up:
+            reasons.append("risk-config not read to its end yet")
         if not self._ticks_caught_up:
             reasons.append("market ticks not caught up yet")
         if not self._joined:
@@ -721,9 +979,33 @@ class StreamProcessor(SidecarState):
     def positions(self, asset: str | None = None) -> list[dict[str, Any]]:
         return self.engine.snapshot(asset)
 
+    def risk_config(self) -> dict[str, Any]:
+        """`GET /config`: the config in force per scope and the history of changes."""
+        view = self.engine.config_view()
+        view["topic"] = self._config_topic
+        return view
+
+    def exposure_view(self) -> dict[str, Any]:
+        """`GET /exposure`: per asset and book, limits, breaches and the active alerts."""
+        view = self.engine.book_exposure()
+        view["alerts_active"] = [
+            {"key": k, "kind": kind, "details": d} for k, (kind, d) in self.alerts.active.items()
+        ]
+        view["alerts_recent"] = list(self.recent_alerts)[-20:]
+        return view
+
     def exposure(self) -> dict[str, dict[str, float]]:
         """Net and gross notional per asset at the latest tick (for `GET /positions`)."""
         return self.engine.exposure()
+
+
+async def _send_alert(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
+    """Publish one alert (acks=all); off the engine's path: failures are logged."""
+    try:
+        fut = await producer.send(topic, value=value, key=key)
+        await fut
+    except KafkaError as exc:
+        log.warning("publishing alert %s failed: %s", key.decode(errors="replace"), exc)
 
 
 def _rejected_letters(

@@ -34,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--ticks", required=True, metavar="FILE", help="ticks: .jsonl, .csv, .parquet")
     src.add_argument("--positions", metavar="FILE", help="position records (same formats)")
     src.add_argument(
+        "--risk-config",
+        metavar="FILE",
+        help='risk-config records, JSONL: {"scope": "asset:BTC", "ts": MS, "value": {...}|null}',
+    )
+    src.add_argument(
         "--position",
         action="append",
         metavar="[ID=]ASSET:SIZE@ENTRY",
@@ -273,7 +278,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from stream_risk.replay.runner import ActionLog, Timeline, run_scalar
 
-    timeline = Timeline(ticks, records, _parse_until(args.until))
+    configs = []
+    if args.risk_config:
+        from stream_risk.replay.sources import load_risk_config
+
+        configs = load_risk_config(args.risk_config)
+    timeline = Timeline(ticks, records, _parse_until(args.until), configs)
     if ticks.bad.count or pos_bad.count:
         _err(
             f"skipped {ticks.bad.count} bad tick record(s) and {pos_bad.count} bad position "
@@ -281,6 +291,8 @@ def _run(args: argparse.Namespace) -> int:
         )
 
     if args.publish:
+        if configs:
+            _err("--risk-config is not published: produce it to risk-config yourself")
         return _publish(args, settings, timeline)
 
     engine_config = EngineConfig(

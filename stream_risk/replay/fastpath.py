@@ -276,6 +276,7 @@ class _Asset:
         m.bid_depth_usd = float(self.bid[k])
         m.ask_depth_usd = float(self.ask[k])
         m.lineage = NO_LINEAGE
+        m.invalidate()
 
 
 # ---------------------------------------------------------------------- per-position scan
@@ -442,7 +443,8 @@ def run_fast(
     progress: Progress | None = None,
 ) -> None:
     """Replay `timeline` through `engine`: the same outputs as `run_scalar`, faster."""
-    if engine.config.emit != "changed":
+    if engine.config.emit != "changed" or timeline.configs:
+        # risk-config records change configs mid-run: the scalar schedule (D9).
         from stream_risk.replay.runner import run_scalar
 
         run_scalar(timeline, [engine], [sink], progress)

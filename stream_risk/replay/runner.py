@@ -31,9 +31,9 @@ from numpy.typing import NDArray
 from stream_risk.assessor import ACTIONS
 from stream_risk.config import RiskConfig
 from stream_risk.engine import Engine, Output, PositionEvent, StepResult, TickEvent
-from stream_risk.engine.events import NO_LINEAGE, Event
+from stream_risk.engine.events import NO_LINEAGE, ConfigEvent, Event, Lineage
 from stream_risk.models import MarketTick
-from stream_risk.replay.sources import PositionRecord, Ticks
+from stream_risk.replay.sources import ConfigRecord, PositionRecord, Ticks
 
 Progress = Callable[[float], None]
 
@@ -62,6 +62,8 @@ class Timeline:
     ticks: Ticks
     positions: list[PositionRecord]
     until: int
+    #: risk-config records (docs/design.md D9), applied first at their event time.
+    configs: list[ConfigRecord] = field(default_factory=list)
     #: Position record times (sorted, parallel to `positions`).
     pos_ts: NDArray[np.int64] = field(init=False)
     #: Distinct event times of the data (ticks and positions), sorted.
@@ -70,7 +72,9 @@ class Timeline:
     def __post_init__(self) -> None:
         self.positions = sorted(self.positions, key=lambda r: r.ts)
         self.pos_ts = np.array([r.ts for r in self.positions], dtype=np.int64)
-        self.times = np.unique(np.concatenate((self.ticks.ts, self.pos_ts)))
+        self.configs = sorted(self.configs, key=lambda r: r.ts)
+        cfg_ts = np.array([r.ts for r in self.configs], dtype=np.int64)
+        self.times = np.unique(np.concatenate((self.ticks.ts, self.pos_ts, cfg_ts)))
         last = int(self.times[-1]) if len(self.times) else 0
         self.until = max(self.until, last)
 
@@ -80,6 +84,14 @@ class Timeline:
 
     def position_event(self, rec: PositionRecord) -> PositionEvent:
         return PositionEvent(rec.position_id, rec.message, rec.ts, NO_LINEAGE)
+
+    def config_events(self) -> list[tuple[int, ConfigEvent]]:
+        """(ts, event) of each risk-config record; its index in the input is its offset
+        (so `config_version` names the record), its topic `risk-config`."""
+        return [
+            (r.ts, ConfigEvent(r.scope, r.value, Lineage("risk-config", 0, i, r.ts)))
+            for i, r in enumerate(self.configs)
+        ]
 
     def tick_event(self, row: int) -> TickEvent:
         """The `market-ticks` record of tick row `row` (every market field explicit)."""
@@ -99,7 +111,7 @@ class Timeline:
 
     def events_at(self, t: int) -> list[Event]:
         """Every record at event time `t`: positions (file order), then ticks (file order)."""
-        events: list[Event] = []
+        events: list[Event] = [ev for ts, ev in self.config_events() if ts == t]
         pts = self.pos_ts
         lo, hi = np.searchsorted(pts, t, "left"), np.searchsorted(pts, t, "right")
         events.extend(self.position_event(r) for r in self.positions[lo:hi])
@@ -192,12 +204,18 @@ def run_scalar(
     pos_ts: list[int] = timeline.pos_ts.tolist()
     n_pos = len(pos_ts)
     pairs = list(zip(engines, sinks, strict=True))
+    configs = timeline.config_events()
+    n_cfg = len(configs)
+    ci = 0
     ti = pi = 0
     times = timeline.times
     n_times = len(times)
     every = max(1, n_times // 200)
     for gi, t in enumerate(times.tolist()):
         events: list[Event] = []
+        while ci < n_cfg and configs[ci][0] == t:
+            events.append(configs[ci][1])
+            ci += 1
         while pi < n_pos and pos_ts[pi] == t:
             events.append(timeline.position_event(positions[pi]))
             pi += 1

@@ -30,7 +30,7 @@ from stream_risk.api import InvalidInput, assess_request, field_errors, parse_re
 from stream_risk.assessor import Assessment
 from stream_risk.models import AssessRequest
 from stream_risk.sidecar.dashboard import add_dashboard
-from stream_risk.sidecar.exposure import exposure_of
+from stream_risk.sidecar.exposure import book_exposure, exposure_of
 from stream_risk.sidecar.metrics import Metrics
 from stream_risk.sidecar.state import SidecarState, StatelessState
 
@@ -49,6 +49,8 @@ ENDPOINTS: Final = (
     "GET /readyz",
     "GET /metrics",
     "GET /positions[?asset=BTC]",
+    "GET /config",
+    "GET /exposure",
 )
 
 _JSON: Final = "application/json"
@@ -231,6 +233,46 @@ def create_app(
         m.observe_http("/positions", request.method, resp.status, perf() - t0)
         return resp
 
+    async def config_handler(request: web.Request) -> web.Response:
+        t0 = perf()
+        try:
+            view = state.risk_config()
+            if view is None:
+                from stream_risk.config import DEFAULT_CONFIG
+
+                view = {
+                    "mode": state.mode,
+                    "defaults": DEFAULT_CONFIG.model_dump(),
+                    "scopes": {},
+                    "history": [],
+                }
+            else:
+                view = {"mode": state.mode, **view}
+            resp = _json(200, view)
+        except Exception:
+            log.exception("GET /config failed")
+            resp = web.Response(status=500, body=_INTERNAL, content_type=_JSON)
+            m.http_error("/config", "internal")
+        m.observe_http("/config", request.method, resp.status, perf() - t0)
+        return resp
+
+    async def exposure_handler(request: web.Request) -> web.Response:
+        t0 = perf()
+        try:
+            view = state.exposure_view()
+            if view is None:
+                view = book_exposure(exposure_of(state, state.positions(None), None))
+            resp = web.Response(
+                body=orjson.dumps({"mode": state.mode, **view}, option=orjson.OPT_NON_STR_KEYS),
+                content_type=_JSON,
+            )
+        except Exception:
+            log.exception("GET /exposure failed")
+            resp = web.Response(status=500, body=_INTERNAL, content_type=_JSON)
+            m.http_error("/exposure", "internal")
+        m.observe_http("/exposure", request.method, resp.status, perf() - t0)
+        return resp
+
     def wrong_method(path: str, allowed: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             m.http_error(path, "method_not_allowed")
@@ -261,6 +303,8 @@ def create_app(
         ("GET", "/readyz", readyz),
         ("GET", "/metrics", metrics_handler),
         ("GET", "/positions", positions),
+        ("GET", "/config", config_handler),
+        ("GET", "/exposure", exposure_handler),
     ]
     for method, path, handler in routes:
         if method == "GET":

@@ -302,6 +302,7 @@ class DashboardHub:
                     "upserts": upserts,
                     "removed": removed,
                     "exposure": self._exposure,
+                    "desk": self._desk(),
                     "status": status,
                     "server_ts": now_ms,
                 },
@@ -311,6 +312,18 @@ class DashboardHub:
         frames.extend(frame("action", a) for a in actions)
         return frames
 
+    def _desk(self) -> dict[str, Any] | None:
+        """Limits in force, their breaches and the active alerts (docs/design.md D9)."""
+        view = self.state.exposure_view()
+        if view is None:
+            return None
+        return {
+            "book": view.get("book"),
+            "limits": view.get("limits", {}),
+            "breaches": view.get("breaches", []),
+            "alerts_active": view.get("alerts_active", []),
+        }
+
     def _snapshot_frame(self) -> bytes:
         if not self._exposure and self._rows:
             self._exposure = exposure_of(self.state, list(self._rows.values()))
@@ -319,6 +332,7 @@ class DashboardHub:
             {
                 "rows": list(self._rows.values()),
                 "exposure": self._exposure,
+                "desk": self._desk(),
                 "recent": list(self._recent),
                 "status": self._status,
                 "interval_ms": int(self.interval * 1000),

@@ -113,4 +113,22 @@ def exposure_of(
     return out
 
 
-__all__ = ["MOVES", "Exposure", "exposure_from_rows", "exposure_of"]
+__all__ = ["MOVES", "Exposure", "book_exposure", "exposure_from_rows", "exposure_of"]
+
+
+def book_exposure(per_asset: Exposure) -> dict[str, Any]:
+    """`GET /exposure` from per-asset exposure alone (a state without `exposure_view`)."""
+    book: dict[str, Any] = {
+        "positions": 0,
+        "net_notional_usd": 0.0,
+        "gross_notional_usd": 0.0,
+    }
+    for m in MOVES:
+        book[f"pnl_{m}"] = 0.0
+    for e in per_asset.values():
+        book["positions"] += e["positions"]
+        book["net_notional_usd"] += e["net_notional_usd"]
+        book["gross_notional_usd"] += e["gross_notional_usd"]
+        for m in MOVES:
+            book[f"pnl_{m}"] += e[f"pnl_{m}"]
+    return {"assets": per_asset, "book": book, "limits": {}, "breaches": []}

@@ -29,6 +29,17 @@ Stream engine (updated by the engine; declared here so /metrics shows them from 
     idempotence_enabled    stream_risk_idempotence_enabled                   gauge 0/1
     broker_connected       stream_risk_broker_connected                      gauge 0/1
     ready                  stream_risk_ready                                 gauge 0/1
+Risk-desk controls (docs/design.md D9)
+    config_changes         stream_risk_config_changes_total{status}  applied | rejected
+    exposure_notional      stream_risk_exposure_notional_usd{scope,kind}     gauge
+                           scope = asset:<ASSET> | book; kind = net | gross
+    exposure_pnl           stream_risk_exposure_pnl_usd{scope,move}          gauge
+                           move = down_5pct | down_2pct | up_2pct | up_5pct
+    limit_breached         stream_risk_limit_breached{scope,limit}           gauge 0/1
+    alerts                 stream_risk_alerts_total{kind,state}      state = fired | cleared
+    alerts_active          stream_risk_alerts_active                         gauge
+    alert_webhook          stream_risk_alert_webhook_total{result}
+                           result = delivered | failed | dropped
 """
 
 from __future__ import annotations
@@ -191,6 +202,45 @@ class Metrics:
             PREFIX + "broker_connected", "1 while the broker is reachable.", registry=r
         )
         self.ready = Gauge(PREFIX + "ready", "1 while /readyz answers 200.", registry=r)
+        self.config_changes = Counter(
+            PREFIX + "config_changes",
+            "risk-config records applied or rejected (to the DLQ).",
+            ["status"],
+            registry=r,
+        )
+        self.exposure_notional = Gauge(
+            PREFIX + "exposure_notional_usd",
+            "Net / gross notional at the latest price, per asset and for the book.",
+            ["scope", "kind"],
+            registry=r,
+        )
+        self.exposure_pnl = Gauge(
+            PREFIX + "exposure_pnl_usd",
+            "P&L of the positions under each stress move, unhedged, per asset and book.",
+            ["scope", "move"],
+            registry=r,
+        )
+        self.limit_breached = Gauge(
+            PREFIX + "limit_breached",
+            "1 while a notional limit of risk-config is exceeded.",
+            ["scope", "limit"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            PREFIX + "alerts",
+            "Alerts published to risk-alerts.",
+            ["kind", "state"],
+            registry=r,
+        )
+        self.alerts_active = Gauge(
+            PREFIX + "alerts_active", "Conditions currently alerting.", registry=r
+        )
+        self.alert_webhook = Counter(
+            PREFIX + "alert_webhook",
+            "Alert webhook deliveries: delivered, failed (all retries), dropped (queue full).",
+            ["result"],
+            registry=r,
+        )
 
         # Children bound once: label lookup is the cost that matters on the hot path.
         self._http_children: dict[tuple[str, str, int], Counter] = {}

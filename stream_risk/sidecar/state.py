@@ -42,6 +42,16 @@ class SidecarState(ABC):
         only positions in `asset` when given. The default has no table: an empty list."""
         return []
 
+    def risk_config(self) -> dict[str, Any] | None:
+        """`GET /config`: the risk config in force per scope and its history of changes
+        (docs/design.md D9). None: this process has no live config (stateless)."""
+        return None
+
+    def exposure_view(self) -> dict[str, Any] | None:
+        """`GET /exposure`: exposure per asset and for the book, limits and breaches.
+        None: the sidecar derives what it can from `positions()`."""
+        return None
+
 
 class StatelessState(SidecarState):
     """`stream-risk serve`: no broker, no table. Always ready; `/positions` is empty."""

@@ -27,6 +27,8 @@ def config(bootstrap: str, **kw: Any) -> ProcessorConfig:
         "ticks_topic": f"ticks-{tag}",
         "actions_topic": f"actions-{tag}",
         "dlq_topic": f"dlq-{tag}",
+        "config_topic": f"config-{tag}",
+        "alerts_topic": f"alerts-{tag}",
         "create_topics": True,
         # 1 s sessions: a group join takes ~1 s on the embedded broker (10 s: ~5 s).
         "session_timeout_ms": 1000,

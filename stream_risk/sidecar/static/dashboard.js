@@ -107,6 +107,7 @@
   function render() {
     renderStatus();
     renderExposure();
+    renderDesk();
     renderRows();
     renderFeed();
     document.body.dataset.updates = String(state.updates);
@@ -173,6 +174,32 @@
     document.getElementById("exposure-note").textContent =
       (atTick ? "notional at the latest tick" : "notional at each position's latest assessment") +
       "; P&L if each asset moves ±5% · click an asset to filter the table";
+  }
+
+  function renderDesk() {
+    var el = document.getElementById("desk");
+    var d = state.desk;
+    if (!el || !d) return;
+    var parts = [];
+    var scopes = Object.keys(d.limits || {});
+    if (scopes.length) {
+      parts.push("Limits: " + scopes.map(function (s) {
+        var l = d.limits[s], out = [];
+        if (l.max_net_notional_usd != null) out.push("net ≤ " + usd(l.max_net_notional_usd));
+        if (l.max_gross_notional_usd != null) out.push("gross ≤ " + usd(l.max_gross_notional_usd));
+        return esc(s) + " " + out.join(", ");
+      }).join(" · "));
+    } else {
+      parts.push("No notional limits set (risk-config)");
+    }
+    (d.breaches || []).forEach(function (b) {
+      parts.push('<span class="badge a-LIQUIDATE">BREACH</span> ' + esc(b.scope) + " " +
+        esc(b.limit) + ": " + usd(b.value_usd) + " > " + usd(b.limit_usd));
+    });
+    var alerts = d.alerts_active || [];
+    parts.push(alerts.length ? alerts.length + " active alert(s): " +
+      alerts.map(function (a) { return esc(a.key); }).join(", ") : "no active alerts");
+    el.innerHTML = parts.join(" · ");
   }
 
   function pnlCell(p, move, hedged) {
@@ -296,6 +323,7 @@
     state.rows = new Map();
     (d.rows || []).forEach(function (r) { state.rows.set(r.position_id, r); });
     state.exposure = d.exposure || {};
+    state.desk = d.desk || null;
     state.feed = (d.recent || []).slice().reverse().slice(0, FEED_MAX);
     applyStatus(d);
     scheduleRender();
@@ -305,6 +333,7 @@
     (d.upserts || []).forEach(function (r) { state.rows.set(r.position_id, r); state.flash.add(r.position_id); });
     (d.removed || []).forEach(function (pid) { state.rows.delete(pid); });
     if (d.exposure) state.exposure = d.exposure;
+    if (d.desk) state.desk = d.desk;
     applyStatus(d);
     state.updates += 1;
     scheduleRender();
