@@ -4,12 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv test lint typecheck unit demo serve schemas bench clean
+.PHONY: help venv test soak lint typecheck unit demo serve schemas bench clean
 
 help:
 	@echo "make demo     run the engine on an embedded broker with a simulated market"
 	@echo "              (dashboard on http://127.0.0.1:8080/; DEMO_ARGS=\"--duration 60\" etc.)"
 	@echo "make test     lint, type-check and run every test (starts its own broker)"
+	@echo "make soak     fault-tolerance soak tests (~6 min, starts its own brokers)"
 	@echo "make bench    benchmarks, each beside its baseline -> bench/results.md"
 	@echo "make schemas  regenerate JSON Schemas in schemas/ from the pydantic models"
 
@@ -30,6 +31,9 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak tests/faults -rA
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not broker"

@@ -106,7 +106,42 @@ def load_settings(args: argparse.Namespace, **flags: Any) -> Settings:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _keep_secrets_out_of_logs(settings)
     return settings
+
+
+class _Redact(logging.Filter):
+    """Replaces each secret in a log line by `***` (a handler filter: it sees every record
+    that reaches the handler, whichever logger made it)."""
+
+    def __init__(self, secrets: set[str]) -> None:
+        super().__init__()
+        self.secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if any(s in msg for s in self.secrets):
+            for s in self.secrets:
+                msg = msg.replace(s, "***")
+            record.msg, record.args = msg, None
+        return True
+
+
+def _keep_secrets_out_of_logs(settings: Settings) -> None:
+    """aiokafka logs every request it sends at DEBUG, a SASL authenticate request (which
+    carries the password) included: its connection logger stays at INFO, and the password
+    (as text and as it shows in a bytes repr) is redacted from whatever reaches the log."""
+    root = logging.getLogger()
+    logging.getLogger("aiokafka.conn").setLevel(max(logging.INFO, root.getEffectiveLevel()))
+    try:
+        password = settings.sasl_password_value()
+    except ConfigError:
+        return
+    if not password:
+        return
+    redact = _Redact({password, repr(password.encode())[2:-1]})
+    for handler in root.handlers:
+        handler.addFilter(redact)
 
 
 # ---------------------------------------------------------------------- serve

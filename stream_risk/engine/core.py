@@ -151,12 +151,16 @@ class Engine:
         return self.timers.next_due(self._current_due)
 
     # ------------------------------------------------------------------ rebuild path
-    def load(self, events: Iterable[PositionEvent]) -> list[Rejected]:
-        """Rebuild: apply position records without assessing (the latest version wins)."""
+    def load(self, events: Iterable[PositionEvent], now_ms: int | None = None) -> list[Rejected]:
+        """Rebuild: apply position records without assessing (the latest version wins).
+
+        `now_ms` (wall time live) lets the rebuild refuse what the live path refused for a
+        future `ts` (see `_future_reference`); without it nothing is refused for its time.
+        """
         res = StepResult()
         sink: dict[str, Trigger] = {}
         for ev in events:
-            self._apply_position(ev, None, sink, res, rebuilding=True)
+            self._apply_position(ev, now_ms, sink, res, rebuilding=True)
         return res.rejected
 
     def restore(self, partition: int, position_id: str, value: Mapping[str, Any] | None) -> None:
@@ -402,12 +406,13 @@ class Engine:
         since came in by a position update, which put them there too.
         """
         stats = self.stats
-        if now_ms is not None and tick.ts > now_ms + self.config.max_future_ms:
+        ref = _future_reference(now_ms, lineage.timestamp_ms)
+        if ref is not None and tick.ts > ref + self.config.max_future_ms:
             stats.future_records += 1
             res.rejected.append(
                 Rejected(
                     f"tick ts {tick.ts} is more than {self.config.max_future_ms} ms ahead of "
-                    f"now ({now_ms}): check the producer's clock and that ts is epoch ms",
+                    f"now ({ref}): check the producer's clock and that ts is epoch ms",
                     lineage,
                 )
             )
@@ -459,16 +464,33 @@ class Engine:
             )
             return
         ts = msg.ts if msg.ts is not None else ev.ts_fallback
-        if now_ms is not None and ts > now_ms + self.config.max_future_ms:
-            stats.future_records += 1
+        ref = _future_reference(now_ms, ev.lineage.timestamp_ms)
+        if ref is not None and ts > ref + self.config.max_future_ms:
+            if not rebuilding:  # counted when first consumed
+                stats.future_records += 1
             res.rejected.append(
                 Rejected(
                     f"position ts {ts} is more than {self.config.max_future_ms} ms ahead of "
-                    f"now ({now_ms}): check the producer's clock and that ts is epoch ms",
+                    f"now ({ref}): check the producer's clock and that ts is epoch ms",
                     ev.lineage,
                 )
             )
             return
+        # Validate before the order checks: an invalid record is dead-lettered whatever its
+        # ts, like every record the codec refuses (a stale one must not just be counted).
+        version: dict[str, int] | None = None
+        if msg.config is None and not self.scopes:  # the common case, without the calls
+            overrides: dict[str, Any] = {}
+            config = None
+        else:
+            overrides = patch_dict(msg.config)
+            try:
+                config, version = self._effective(pid, msg.asset, overrides, self.scopes)
+            except ValidationError as exc:
+                res.rejected.append(
+                    Rejected(f"invalid config: {exc.errors()[0]['msg']}", ev.lineage)
+                )
+                return
         pos = table.positions.get(pid)
         if pos is not None:
             if ts < pos.ts:
@@ -484,19 +506,6 @@ class Engine:
             pos = PositionState(pid)
             old_asset = old_partition = None
             old_size = 0.0
-        version: dict[str, int] | None = None
-        if msg.config is None and not self.scopes:  # the common case, without the calls
-            overrides: dict[str, Any] = {}
-            config = None
-        else:
-            overrides = patch_dict(msg.config)
-            try:
-                config, version = self._effective(pid, msg.asset, overrides, self.scopes)
-            except ValidationError as exc:
-                res.rejected.append(
-                    Rejected(f"invalid config: {exc.errors()[0]['msg']}", ev.lineage)
-                )
-                return
         pos.asset = msg.asset
         pos.size = msg.size
         pos.entry_price = msg.entry_price
@@ -790,6 +799,20 @@ def _scope_order(scope: str) -> tuple[int, str]:
 def _compact(data: bytes) -> bytes:
     """`data` in a bytes object of its own size (orjson over-allocates what it returns)."""
     return bytes(memoryview(data))
+
+
+def _future_reference(now_ms: int | None, record_ms: int) -> int | None:
+    """The time a record's `ts` is checked against for "from the future" (D3).
+
+    The earlier of `now` and the record's own Kafka timestamp (when it has one), so a record
+    is refused, or accepted, alike when first consumed and whenever it is read again (a
+    rebuild, a restart's tick catch-up): its timestamp does not change, and when first
+    consumed `now` is not earlier than it. With `now` alone, a record refused live is applied
+    by a rebuild (which had no clock) and then hides every newer update until its `ts` comes.
+    """
+    if record_ms <= 0:
+        return now_ms
+    return record_ms if now_ms is None else min(now_ms, record_ms)
 
 
 __all__ = ["NO_LINEAGE", "Engine", "EngineConfig", "Stats"]

@@ -25,10 +25,28 @@ def _kafka_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="file holding the SASL password (or env STREAM_RISK_SASL_PASSWORD; never a flag)",
     )
+    # Named, so that argparse never takes it for an abbreviation of --sasl-password-file
+    # (and prints the password in the error about the file it cannot read).
+    p.add_argument(
+        "--sasl-password",
+        action=_RefusedSecretFlag,
+        default=None,
+        help=argparse.SUPPRESS,
+    )
     p.add_argument("--ssl-cafile", default=None, metavar="FILE")
     p.add_argument("--ssl-certfile", default=None, metavar="FILE")
     p.add_argument("--ssl-keyfile", default=None, metavar="FILE")
     add_common_options(p)
+
+
+class _RefusedSecretFlag(argparse.Action):
+    """A password given as a flag: refused, without repeating it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        parser.error(
+            "--sasl-password is not accepted (a flag shows in the process list): set env "
+            "STREAM_RISK_SASL_PASSWORD or --sasl-password-file FILE"
+        )
 
 
 def _kafka_flags(args: argparse.Namespace) -> dict[str, object]:

@@ -29,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from prometheus_client import CollectorRegistry
 
 from stream_risk import alerts as alerting
@@ -47,6 +48,10 @@ from stream_risk.sidecar.metrics import Metrics
 from stream_risk.sidecar.state import SidecarState
 
 log = logging.getLogger("stream_risk.engine")
+
+
+#: A partition behind its high watermark with no progress for this long is stalled.
+STALL_AFTER_S = 10.0
 
 
 def wall_ms() -> int:
@@ -116,6 +121,9 @@ class ProcessorConfig:
     #: default, 15 ms at 10 ms), so keep it short; it costs one small request per wait.
     fetch_max_wait_ms: int = 10
     linger_ms: int = 2
+    #: The producer's max_request_size (aiokafka's default). A dead letter that would not
+    #: fit one request goes out with its value cut to `DLQ_VALUE_KEEP` bytes.
+    max_request_size: int = 1 << 20
     health_interval_s: float = 2.0
     #: Tune the garbage collector for a stream processor (`tune_gc`): on by default.
     tune_gc: bool = True
@@ -193,6 +201,8 @@ class StreamProcessor(SidecarState):
         self._idempotent = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._last_lag_update = 0.0
+        self._progress: dict[tuple[str, int], tuple[int, float]] = {}
+        self._stalled: list[str] = []
         self._last_stats: dict[str, int] = {}
         self._published_children: dict[str, Any] = {}
 
@@ -245,6 +255,7 @@ class StreamProcessor(SidecarState):
             acks="all",
             enable_idempotence=self._idempotent,
             linger_ms=cfg.linger_ms,
+            max_request_size=cfg.max_request_size,
             max_batch_size=1 << 20,
             request_timeout_ms=30_000,
             **kw,
@@ -596,7 +607,9 @@ class StreamProcessor(SidecarState):
                     events = self._decode(records, is_tick=False, dead=bad)
                     first_new = committed[tp.partition]
                     dead.extend(d for d in bad if d.lineage.offset >= first_new)
-                    rejected = self.engine.load(e for e in events if isinstance(e, PositionEvent))
+                    rejected = self.engine.load(
+                        (e for e in events if isinstance(e, PositionEvent)), wall_ms()
+                    )
                     dead.extend(_rejected_letters(rejected, [records], first_new))
                     loaded += len(records)
 
@@ -675,6 +688,10 @@ class StreamProcessor(SidecarState):
         if not res.outputs and not dead:
             return
         cfg = self.cfg
+        # A letter too big for one produce request fails the same way on every retry: it
+        # would stall the engine (and re-send the batch's actions each second). It goes out
+        # with its value cut, and its `error` header says so.
+        dead = [_fit_dead_letter(d, cfg.max_request_size) for d in dead]
         while True:
             producer = self._producer
             assert producer is not None
@@ -813,8 +830,49 @@ class StreamProcessor(SidecarState):
                 if self._connected:
                     log.warning("broker unreachable: %s", exc)
                 self._connected = False
+            self._check_progress()
             self._update_gauges()
             self._update_exposure_gauges()
+
+    def _check_progress(self) -> None:
+        """Catch a consumer that stopped making progress while its partition has records.
+
+        Seen on Tansu after a restart with S3 storage: the broker takes longer than our
+        short fetch wait to load a batch back, so every fetch answers empty and the offset
+        never moves. A partition behind its high watermark with no progress for
+        `STALL_AFTER_S` makes `/readyz` say so, and the consumer's fetch wait is raised to
+        the Kafka default (500 ms), which lets such a broker answer.
+        """
+        now = time.monotonic()
+        stalled: list[str] = []
+        for consumer, nexts in ((self._ticks, self._tick_next), (self._positions, self._live)):
+            if consumer is None:
+                continue
+            for tp in consumer.assignment():
+                hw = consumer.highwater(tp)
+                nxt = nexts.get(tp.partition)
+                key = (tp.topic, tp.partition)
+                if hw is None or nxt is None or nxt >= hw:
+                    self._progress.pop(key, None)
+                    continue
+                seen = self._progress.get(key)
+                if seen is None or seen[0] != nxt:
+                    self._progress[key] = (nxt, now)
+                    continue
+                if now - seen[1] >= STALL_AFTER_S:
+                    stalled.append(f"{tp.topic}[{tp.partition}] at offset {nxt} of {hw}")
+                    fetcher = getattr(consumer, "_fetcher", None)
+                    if fetcher is not None and fetcher._fetch_max_wait_ms < 500:
+                        log.warning(
+                            "%s[%d] makes no progress at offset %d (high watermark %d): "
+                            "raising the fetch wait to 500 ms",
+                            tp.topic,
+                            tp.partition,
+                            nxt,
+                            hw,
+                        )
+                        fetcher._fetch_max_wait_ms = 500
+        self._stalled = stalled
 
     def _update_gauges(self) -> None:
         m = self.metrics
@@ -972,6 +1030,11 @@ class StreamProcessor(SidecarState):
                 f"topics missing on the broker: {', '.join(self._missing_topics)} "
                 "(was the broker restarted without persistent storage?)"
             )
+        if self._stalled:
+            reasons.append(
+                "no progress for "
+                f"{STALL_AFTER_S:g}s on partitions behind their end: {', '.join(self._stalled)}"
+            )
         if self._send_failing:
             reasons.append("publishing to the broker is failing (retrying)")
         return (not reasons, reasons)
@@ -1006,6 +1069,28 @@ async def _send_alert(producer: AIOKafkaProducer, topic: str, key: bytes, value:
         await fut
     except KafkaError as exc:
         log.warning("publishing alert %s failed: %s", key.decode(errors="replace"), exc)
+
+
+#: Bytes of a value kept in a dead letter that would not fit one produce request whole.
+DLQ_VALUE_KEEP = 64 * 1024
+
+
+def _fit_dead_letter(d: DeadLetter, max_request_size: int) -> DeadLetter:
+    """`d`, or `d` with its value cut to `DLQ_VALUE_KEEP` bytes if its record (with the
+    DLQ headers, which the original did not carry) would exceed `max_request_size`."""
+    if d.value is None:
+        return d
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(d.key, d.value, d.headers())
+    if size <= max_request_size:
+        return d
+    kept = d.value[:DLQ_VALUE_KEEP]
+    return DeadLetter(
+        f"{d.reason} [value cut from {len(d.value)} to {len(kept)} bytes to fit the DLQ]",
+        d.kind,
+        d.lineage,
+        d.key,
+        kept,
+    )
 
 
 def _rejected_letters(

@@ -169,6 +169,11 @@ class Model:
         if ts > now + MAX_FUTURE:
             return 1
         overrides = {} if msg.config is None else msg.config.model_dump(exclude_none=True)
+        # Invalid before stale: an invalid record is rejected whatever its ts.
+        try:
+            config = DEFAULT_CONFIG.merged(overrides)
+        except ValidationError:
+            return 1
         held = self.positions.get(pid)
         if held is not None:
             if ts < held.ts:
@@ -184,10 +189,6 @@ class Model:
             )
             if ts == held.ts and same:
                 return 0
-        try:
-            config = DEFAULT_CONFIG.merged(overrides)
-        except ValidationError:
-            return 1
         self.positions[pid] = MPos(
             msg.asset,
             msg.size,
