@@ -97,19 +97,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="log lines instead of the live view (the default when stdout is not a terminal)",
     )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help="TOML or JSON settings file (default: env STREAM_RISK_CONFIG_FILE, if set)",
-    )
-    p.add_argument(
-        "--log-level",
-        default=None,
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-        help="level of the log file (default: env STREAM_RISK_LOG_LEVEL, else INFO)",
-    )
+    from stream_risk.cli import add_common_options
+
+    add_common_options(p)  # --config FILE, --log-level (of the demo's log file)
 
 
 class _UsageError(Exception):
