@@ -141,7 +141,7 @@ class BulkProducer:
             b = builders.get(p)
             if b is None:
                 b = builders[p] = self._producer.create_batch()
-            ts = None if rec.timestamp_ms is None else rec.timestamp_ms / 1000
+            ts = rec.timestamp_ms  # BatchBuilder.append takes epoch ms, as send(timestamp_ms=)
             if b.append(timestamp=ts, key=rec.key, value=rec.value) is None:
                 await flush(p)
                 b = builders[p] = self._producer.create_batch()

@@ -801,6 +801,11 @@ def _compact(data: bytes) -> bytes:
     return bytes(memoryview(data))
 
 
+#: A Kafka record timestamp below this (March 1973 in epoch ms) is not a usable clock:
+#: e.g. epoch seconds written where milliseconds belong.
+MIN_RECORD_TS_MS = 100_000_000_000
+
+
 def _future_reference(now_ms: int | None, record_ms: int) -> int | None:
     """The time a record's `ts` is checked against for "from the future" (D3).
 
@@ -810,7 +815,8 @@ def _future_reference(now_ms: int | None, record_ms: int) -> int | None:
     consumed `now` is not earlier than it. With `now` alone, a record refused live is applied
     by a rebuild (which had no clock) and then hides every newer update until its `ts` comes.
     """
-    if record_ms <= 0:
+    if record_ms < MIN_RECORD_TS_MS:
+        # No timestamp, or one that is not epoch ms (seconds by mistake): not a clock.
         return now_ms
     return record_ms if now_ms is None else min(now_ms, record_ms)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream_risk.engine import Engine, EngineConfig, Event
+from stream_risk.engine import Engine, EngineConfig, Event, Lineage, TickEvent
 
 from . import MIN, T0, only, position, price_tick, tick
 
@@ -133,3 +133,15 @@ def test_rejected_and_ignored_records_leave_the_timer_alone() -> None:
         T0 + 1000,
     )
     assert engine.next_due() == T0 + 60 * MIN
+
+
+def test_a_record_timestamp_in_seconds_is_not_taken_for_a_clock() -> None:
+    # A producer that wrote epoch *seconds* as the Kafka record timestamp: that is no clock
+    # to judge "from the future" by. The tick (ts = now) is applied, not refused.
+    engine = Engine()
+    ev = tick()
+    seconds_stamped = TickEvent(ev.tick, Lineage("market-ticks", 0, 0, T0 // 1000))
+    res = engine.step([seconds_stamped, position()], T0)
+    assert res.rejected == []
+    assert engine.stats.future_records == 0
+    assert only(res)["tick_ts"] == T0
