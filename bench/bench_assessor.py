@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench import baseline_reference as ref
-from stream_risk.api import assess_request, request_config, response
+from stream_risk.api import assess_args, assess_request, response
 from stream_risk.assessor import assess
 from stream_risk.models import AssessRequest
 
@@ -82,28 +82,7 @@ def make_requests(n: int, seed: int = SEED) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------ prepared inputs
 def ours_args(bodies: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    args = []
-    for b in bodies:
-        req = AssessRequest.model_validate(b)
-        p, m = req.position, req.market
-        cfg = request_config(req)
-        args.append(
-            (
-                p.size,
-                p.entry_price,
-                p.age_minutes,
-                p.unrealized_pnl,
-                m.current_price,
-                m.volatility_1d,
-                m.spot_spread_bps,
-                m.perp_funding_rate,
-                m.bid_depth_usd,
-                m.ask_depth_usd,
-                cfg,
-                p.asset,
-            )
-        )
-    return args
+    return [assess_args(AssessRequest.model_validate(b)) for b in bodies]
 
 
 def baseline_args(

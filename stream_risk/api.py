@@ -79,10 +79,10 @@ def request_config(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> Ris
         raise InvalidInput(errors) from None
 
 
-def assess_request(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> Assessment:
+def assess_args(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> tuple[Any, ...]:
+    """The positional arguments of `assess` for a validated request."""
     p, m = req.position, req.market
-    cfg = request_config(req, base)
-    return assess(
+    return (
         p.size,
         p.entry_price,
         p.age_minutes,
@@ -93,9 +93,13 @@ def assess_request(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> Ass
         m.perp_funding_rate,
         m.bid_depth_usd,
         m.ask_depth_usd,
-        cfg,
+        request_config(req, base),
         p.asset,
     )
+
+
+def assess_request(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> Assessment:
+    return assess(*assess_args(req, base))
 
 
 def response(a: Assessment, ts_ms: int) -> dict[str, Any]:
