@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv test soak lint typecheck unit demo serve schemas bench clean
+.PHONY: help venv browser test soak lint typecheck unit demo serve schemas bench clean
 
 help:
 	@echo "make demo     run the engine on an embedded broker with a simulated market"
@@ -29,7 +29,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy stream_risk
 
-test: lint typecheck
+# The dashboard's browser test drives Debian's chromium headless: install it where missing
+# (apt-get as root, else sudo). Other systems: put chromium, chromium-browser or
+# google-chrome on PATH first.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || command -v google-chrome >/dev/null 2>&1 || { \
+	    echo "installing chromium for the dashboard's browser test (apt-get)"; \
+	    SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: lint typecheck browser
 	$(BIN)/python -m pytest -q
 
 soak: $(STAMP)
