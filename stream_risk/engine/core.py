@@ -194,26 +194,29 @@ class Engine:
         """
         res = StepResult()
         restored = self._restored.pop(partition, {})
-        to_assess: list[PositionState] = []
+        to_assess: list[tuple[PositionState, Trigger]] = []
         for pid in list(self.table.by_partition.get(partition, ())):
             pos = self.table.positions[pid]
             r = restored.pop(pid, None)
             market = self.table.markets.get(pos.asset)
-            if r is not None:
-                pos.last = r.last
-                if (
-                    r.position_ts == pos.ts
-                    and market is not None
-                    and r.tick_ts == market.ts
-                    and r.next_due >= 0
-                    and r.config_version == (pos.config_version or {})
-                ):
-                    self._schedule(pos, r.next_due)
-                    continue
-            to_assess.append(pos)
-        for pos in to_assess:
-            self._assess(pos, "position", now_ms, -1, res)
-        self._fire_timers(now_ms, res, skip={pos.position_id for pos in to_assess})
+            if r is None or r.position_ts != pos.ts:
+                # Never published, or the position changed since (a resize consumed just
+                # before a crash): its latest record must describe it as it is (§3).
+                to_assess.append((pos, "position"))
+                if r is not None:
+                    pos.last = r.last
+                continue
+            pos.last = r.last
+            if r.config_version != (pos.config_version or {}):
+                to_assess.append((pos, "config"))
+            elif market is None or r.tick_ts != market.ts or r.next_due < 0:
+                # Only the market moved on: the tick rules decide whether to publish.
+                to_assess.append((pos, "tick"))
+            else:
+                self._schedule(pos, r.next_due)
+        for pos, trigger in to_assess:
+            self._assess(pos, trigger, now_ms, -1, res)
+        self._fire_timers(now_ms, res, skip={pos.position_id for pos, _ in to_assess})
         for pid in restored:
             res.outputs.append(Output(pid, None, partition=partition))
             self.stats.tombstones += 1
@@ -705,11 +708,13 @@ class Engine:
                 policy = cfg.stale_policy
         instrument = a.instrument
         last = pos.last
+        # `changed` emission (DESIGN §3): the latest record always describes the position
+        # as it is, so an update of the position itself always publishes; a tick publishes
+        # only when the advice changed.
         if not (
             self.config.emit == "all"
             or last is None
-            or trigger == "timer"
-            or trigger == "config"
+            or trigger != "tick"
             or last.action != a.action
             or last.hedge_pct != a.hedge_pct
             or last.instrument != instrument

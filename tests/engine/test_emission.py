@@ -35,16 +35,28 @@ def test_nothing_material_changed_is_suppressed() -> None:
 
 def test_score_moves_are_measured_from_the_last_published_score() -> None:
     engine = started()
-    # Age 82.8 → 3.45 points (+0.95 on 48.82): below one point, suppressed.
-    res = engine.step([position(ts=T0 + 1000, age=82.8)], T0 + 1000)
+    # A tick 22.8 minutes on: age 82.8 → 3.45 points (+0.95 on 48.82): suppressed.
+    res = engine.step([price_tick(ts=T0 + 22 * MIN + 48_000)], T0 + 22 * MIN + 48_000)
     assert res.assessments == 1 and res.outputs == []
-    # Age 85.2 → 3.55 (+0.10 on the last assessment, +1.05 on the last published): out.
-    v = only(engine.step([position(ts=T0 + 2000, age=85.2)], T0 + 2000))
+    # 25.2 minutes on: age 85.2 → 3.55 (+0.10 on the last assessment, +1.05 on the last
+    # published): out.
+    v = only(engine.step([price_tick(ts=T0 + 25 * MIN + 12_000)], T0 + 25 * MIN + 12_000))
     assert v["risk_score"] == approx(49.87)
-    # Back to age 60: 48.82, 1.05 down: published too.
+    assert engine.stats.suppressed == 1
+
+
+def test_every_update_of_the_position_itself_publishes() -> None:
+    engine = started()
+    # The same position again one second later, age 60 as of the new ts: the score does
+    # not move at all, yet the update is published (the latest record is as of it).
+    v = only(engine.step([position(ts=T0 + 1000)], T0 + 1000))
+    assert v["trigger"] == "position" and v["position_ts"] == T0 + 1000
+    assert v["risk_score"] == approx(48.82)
+    # Back to age 60 after a larger age: published as well.
+    only(engine.step([position(ts=T0 + 2000, age=85.2)], T0 + 2000))
     v = only(engine.step([position(ts=T0 + 3000, age=60.0)], T0 + 3000))
     assert v["risk_score"] == approx(48.82)
-    assert engine.stats.suppressed == 1
+    assert engine.stats.suppressed == 0
 
 
 def test_the_score_threshold_is_configurable() -> None:
@@ -91,9 +103,9 @@ def test_the_stale_flag_flipping_publishes_both_ways() -> None:
     v = only(engine.step([position(ts=T0 + 61_000)], T0 + 61_000))
     assert v["stale_market_data"] is True
     assert engine.stats.stale_assessments == 1
-    # Still stale: nothing to tell.
-    res = engine.step([position(ts=T0 + 62_000)], T0 + 62_000)
-    assert res.assessments == 1 and res.outputs == []
+    # Still stale: nothing to tell (a timer-free, tick-free step just ages the data).
+    res = engine.step([price_tick(asset="ETH", ts=T0 + 62_000)], T0 + 62_000)
+    assert res.assessments == 0 and res.outputs == []
     # A fresh tick: no longer stale.
     v = only(engine.step([price_tick(ts=T0 + 63_000)], T0 + 63_000))
     assert v["stale_market_data"] is False

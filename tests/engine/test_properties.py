@@ -233,7 +233,7 @@ class Model:
         publish = (
             self.emit == "all"
             or last is None
-            or trigger == "timer"
+            or trigger != "tick"  # DESIGN §3: an update of the position always publishes
             or last[:3] != (a.action, a.hedge_pct, instrument)
             or last[4] != stale
             or abs(a.risk_score - last[3]) >= 1.0
