@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from stream_risk.engine import Engine, EngineConfig
+from stream_risk.engine.estimates import VolEstimator, estimate_series
 from stream_risk.models import PositionMessage
 from stream_risk.replay.fastpath import run_fast
 from stream_risk.replay.runner import ActionLog, Timeline, run_scalar
 from stream_risk.replay.sources import PositionRecord, Ticks, _ffill
-from stream_risk.replay.volatility import VolEstimator
 
 SEED = 20240611
 T0 = 1_717_200_000_000  # 2024-06-01
@@ -72,11 +72,13 @@ def _ticks(n: int, step_ms: int, with_vol: bool, rng: np.random.Generator) -> Ti
         for f in fields:
             f[m] = _ffill(f[m], starts)
         if not with_vol:
-            vol[m] = VolEstimator(60, 20).estimate(ts[m], price[m])
+            vol[m] = estimate_series(VolEstimator(60, 20), ts[m], price[m])
     spread = np.where(np.isnan(spread), 2.0, spread)
     funding = np.where(np.isnan(funding), 0.0, funding)
     depth = np.full(n, 5e6)
-    return Ticks("bench", list(ASSETS), asset, ts, price, vol, spread, funding, depth, depth)
+    # What the "feed" gave (MarketState.given bits): everything but vol when it is estimated.
+    given = np.full(n, 0b11111 if with_vol else 0b11110, dtype=np.int8)
+    return Ticks("bench", list(ASSETS), asset, ts, price, vol, spread, funding, depth, depth, given)
 
 
 def _positions(

@@ -98,6 +98,15 @@ class RiskConfig(BaseModel):
         le=1e18,
         description="Gross notional limit: per asset in an `asset:` scope, the book's in `global`.",
     )
+    # Advice at band edges (DESIGN §12, docs/design.md D11): read by the stream engine only.
+    hysteresis_points: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Score points below a held band's threshold before the advice moves to a "
+        "safer band (escalation stays at the thresholds); 0 = the reference behaviour. "
+        "`/assess` (no previous action) is unaffected.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -168,6 +168,7 @@ ReasonCode = Literal[
     "HEDGE_TOO_EXPENSIVE",
     "FLAT_POSITION",
     "STALE_MARKET_DATA",
+    "HYSTERESIS_HOLD",
 ]
 
 
@@ -205,6 +206,19 @@ class RiskAction(AssessResponse):
     position_ts: int = Field(description="ts of the position update used.")
     assessed_at: int = Field(description="Wall clock (ms) when assessed.")
     stale_market_data: bool
+    estimated_inputs: list[
+        Literal[
+            "volatility_1d",
+            "spot_spread_bps",
+            "perp_funding_rate",
+            "bid_depth_usd",
+            "ask_depth_usd",
+        ]
+    ] = Field(
+        default_factory=list,
+        description="Market inputs the feed did not give: volatility_1d estimated from "
+        "the prices, the others at their configured defaults ([]: all from the feed).",
+    )
     next_evaluation_ts: int = Field(description="Event time (ms) of the next timer re-assessment.")
     config_version: dict[str, int] = Field(
         default_factory=dict,

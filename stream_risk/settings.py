@@ -37,6 +37,7 @@ from pydantic_settings import (
 )
 
 from stream_risk.config import RiskConfig
+from stream_risk.engine.estimates import MarketDefaults, VolEstimator
 
 ENV_PREFIX: Final = "STREAM_RISK_"
 CONFIG_FILE_ENV: Final = ENV_PREFIX + "CONFIG_FILE"
@@ -46,6 +47,12 @@ SECRET_FIELDS: Final = frozenset({"sasl_password"})
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+#: Every codec Kafka defines (the engine reads all of them, and writes the one chosen).
+COMPRESSION_CODECS: Final = ("none", "gzip", "snappy", "lz4", "zstd")
+#: The engine's own output (docs/operations.md "Compression"): actions are repetitive JSON,
+#: ~7x smaller with zstd, which aiokafka also writes faster than lz4 (its lz4 is level 9).
+DEFAULT_COMPRESSION: Final = "zstd"
 
 
 class ConfigError(ValueError):
@@ -132,6 +139,10 @@ class Settings(BaseSettings):
     topic_config: str = Field("risk-config", min_length=1, description="Live limits (D9).")
     topic_alerts: str = Field("risk-alerts", min_length=1, description="Alerts (D9).")
     create_topics: bool = Field(False, description="Create missing topics at start.")
+    compression: Compression = Field(
+        DEFAULT_COMPRESSION,
+        description="Compression of the batches the engine produces (every codec is read).",
+    )
 
     # Engine
     emit: Literal["changed", "all"] = Field(
@@ -142,6 +153,30 @@ class Settings(BaseSettings):
     )
     tick_lookback_s: float = Field(
         300.0, ge=0, allow_inf_nan=False, description="Ticks re-read at start (look-back)."
+    )
+    # What the engine uses where the feed gives nothing (docs/design.md D12); replay's
+    # flags of the same names override these for a backtest.
+    estimate_vol: bool = Field(
+        True, description="Estimate volatility_1d from prices while the feed gives none."
+    )
+    vol_window: float = Field(
+        60.0, ge=1, allow_inf_nan=False, description="EWMA span of the vol estimate, in returns."
+    )
+    vol_min_obs: int = Field(
+        20, ge=1, le=10_000, description="Returns needed before the vol estimate is used."
+    )
+    default_spread_bps: float | None = Field(
+        2.0,
+        ge=0,
+        le=10_000,
+        allow_inf_nan=False,
+        description="spot_spread_bps until the feed gives one (null: wait for the feed's).",
+    )
+    default_funding: float = Field(
+        0.0, ge=-100, le=100, allow_inf_nan=False, description="perp_funding_rate default."
+    )
+    default_depth_usd: float = Field(
+        1_000_000.0, gt=0, le=1e18, allow_inf_nan=False, description="bid/ask depth default."
     )
     alert_webhook: str | None = Field(
         None, description="POST every alert (JSON) to this URL, off the engine's path."
@@ -173,11 +208,27 @@ class Settings(BaseSettings):
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
 
+    @field_validator("compression", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
     @model_validator(mode="after")
     def _one_password_source(self) -> Settings:
         if self.sasl_password is not None and self.sasl_password_file is not None:
             raise ValueError("set either STREAM_RISK_SASL_PASSWORD or sasl_password_file, not both")
         return self
+
+    def market_defaults(self) -> MarketDefaults:
+        return MarketDefaults(
+            self.default_spread_bps,
+            self.default_funding,
+            self.default_depth_usd,
+            self.default_depth_usd,
+        )
+
+    def vol_estimator(self) -> VolEstimator | None:
+        return VolEstimator(self.vol_window, self.vol_min_obs) if self.estimate_vol else None
 
     @classmethod
     def settings_customise_sources(

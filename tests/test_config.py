@@ -44,8 +44,13 @@ REFERENCE = {
     "medium_re_eval_minutes": 60,
     "slow_re_eval_minutes": 240,
 }
-#: Risk-desk controls (docs/design.md D9): not constants of the model; off by default.
-DESK = {"stale_policy": "flag", "max_net_notional_usd": None, "max_gross_notional_usd": None}
+#: Risk-desk controls (docs/design.md D9, D11): not constants of the model; off by default.
+DESK = {
+    "stale_policy": "flag",
+    "max_net_notional_usd": None,
+    "max_gross_notional_usd": None,
+    "hysteresis_points": 0.0,
+}
 
 
 def field_of(exc: ValidationError) -> list[str]:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from stream_risk.assessor import Assessment, assess
 from stream_risk.config import DEFAULT_CONFIG, RiskConfig, patch_dict
+from stream_risk.engine.estimates import MarketDefaults, VolEstimator
 from stream_risk.engine.events import (
     NO_LINEAGE,
     ConfigEvent,
@@ -37,8 +38,16 @@ from stream_risk.engine.events import (
     TickEvent,
     Trigger,
 )
-from stream_risk.engine.record import action_record, apply_stale_policy
-from stream_risk.engine.table import LastAction, MadeAction, MarketState, PositionState, Table
+from stream_risk.engine.record import action_record, apply_hysteresis, apply_stale_policy
+from stream_risk.engine.table import (
+    DEFAULT_MARKET,
+    DEFAULT_VOL,
+    LastAction,
+    MadeAction,
+    MarketState,
+    PositionState,
+    Table,
+)
 from stream_risk.engine.timers import Timers
 from stream_risk.models import MarketTick, PositionMessage
 
@@ -66,6 +75,10 @@ class EngineConfig:
     max_timer_lateness_ms: int = 60_000
     #: `changed` emission publishes when the score moves by at least this many points.
     score_change_points: float = 1.0
+    #: Market fields a feed never gives (spread None: wait for the feed's).
+    market_defaults: MarketDefaults = DEFAULT_MARKET
+    #: The vol estimate used while an asset's feed gives no volatility_1d (None: off, wait).
+    vol: VolEstimator | None = DEFAULT_VOL
 
 
 @dataclass(slots=True)
@@ -148,7 +161,7 @@ class Engine:
 
     def next_due(self) -> int | None:
         """Event time of the earliest pending re-evaluation, or None."""
-        return self.timers.next_due(self._current_due)
+        return self.timers.next_due(self._live_timer)
 
     # ------------------------------------------------------------------ rebuild path
     def load(self, events: Iterable[PositionEvent], now_ms: int | None = None) -> list[Rejected]:
@@ -213,7 +226,7 @@ class Engine:
                 # Only the market moved on: the tick rules decide whether to publish.
                 to_assess.append((pos, "tick"))
             else:
-                self._schedule(pos, r.next_due)
+                self.schedule(pos, r.next_due)
         for pos, trigger in to_assess:
             self._assess(pos, trigger, now_ms, -1, res)
         self._fire_timers(now_ms, res, skip={pos.position_id for pos, _ in to_assess})
@@ -242,7 +255,15 @@ class Engine:
             pos = t.positions[pid]
             market = t.markets.get(pos.asset)
             last = pos.last
-            waiting = market.missing() if market is not None else ["current_price"]
+            if market is None:
+                waiting = ["current_price"]
+                detail: dict[str, Any] | None = {
+                    "missing": waiting,
+                    "current_price": f"no tick of {pos.asset} on market-ticks yet",
+                }
+            else:
+                waiting = market.missing()
+                detail = market.waiting()
             rows.append(
                 {
                     "position_id": pid,
@@ -252,11 +273,31 @@ class Engine:
                     "position_ts": pos.ts,
                     "tick_ts": market.ts if market is not None else None,
                     "waiting_for": waiting,
+                    "waiting": detail,
+                    "estimated_inputs": [] if market is None else market.estimated(),
                     "next_evaluation_ts": pos.next_due if pos.next_due >= 0 else None,
                     "latest_action": None if last is None else last.record(),
                 }
             )
         return rows
+
+    def waiting(self) -> dict[str, dict[str, Any]]:
+        """Assets whose positions cannot be assessed yet: per asset, how many positions
+        wait and what for (`MarketState.waiting`). O(assets)."""
+        out: dict[str, dict[str, Any]] = {}
+        markets = self.table.markets
+        for asset, pids in self.table.by_asset.items():
+            market = markets.get(asset)
+            if market is None:
+                detail: dict[str, Any] | None = {
+                    "missing": ["current_price"],
+                    "current_price": f"no tick of {asset} on market-ticks yet",
+                }
+            else:
+                detail = market.waiting()
+            if detail is not None:
+                out[asset] = {"positions": len(pids), **detail}
+        return out
 
     def exposure(self) -> dict[str, dict[str, float]]:
         """Net and gross notional per asset at the latest price (positions with a market)."""
@@ -359,15 +400,16 @@ class Engine:
         return {"assets": assets, "book": book, "limits": limits, "breaches": breaches}
 
     # ------------------------------------------------------------------ internals
-    def _current_due(self, pid: str) -> int:
+    def _live_timer(self, due: int, seq: int, pid: str) -> bool:
         pos = self.table.positions.get(pid)
-        return -1 if pos is None else pos.next_due
+        return pos is not None and pos.next_due == due and pos.timer_seq == seq
 
-    def _schedule(self, pos: PositionState, due: int) -> None:
+    def schedule(self, pos: PositionState, due: int) -> None:
+        """Set `pos`'s next re-evaluation to event time `due` (replacing any other)."""
         pos.next_due = due
-        self.timers.schedule(due, pos.position_id)
+        pos.timer_seq = self.timers.schedule(due, pos.position_id)
         if len(self.timers) > 2 * len(self.table.positions) + 4096:
-            self.timers.compact(self._current_due)
+            self.timers.compact(self._live_timer)
 
     def _fire_timers(self, now_ms: int, res: StepResult, skip: Container[str] = ()) -> None:
         """Re-assess positions whose timer is due (those in `skip` wait for the next call).
@@ -379,19 +421,18 @@ class Engine:
         positions = self.table.positions
         floor = now_ms - self.config.max_timer_lateness_ms
         deferred = []
-        for due, pid in self.timers.pop_due(now_ms, self._current_due):
+        for due, pid in self.timers.pop_due(now_ms, self._live_timer):
             pos = positions.get(pid)
-            # Re-check: the heap may hold the same (due, pid) twice (re-assessed at the same
-            # event_ts), and the first firing has already moved next_due on.
+            # Re-check: an assessment fired earlier in this loop may have moved it on.
             if pos is None or pos.next_due != due:
                 continue
             if pid in skip:
-                deferred.append((due, pid))
+                deferred.append(pos)
                 continue
             pos.next_due = -1
             self._assess(pos, "timer", now_ms, due if due >= floor else floor, res)
-        for due, pid in deferred:
-            self.timers.schedule(due, pid)
+        for pos in deferred:
+            self.schedule(pos, pos.next_due)
 
     def _apply_tick(
         self,
@@ -422,7 +463,10 @@ class Engine:
             return
         market = self.table.markets.get(tick.asset)
         if market is None:
-            market = self.table.markets[tick.asset] = MarketState(tick.asset)
+            cfg = self.config
+            market = self.table.markets[tick.asset] = MarketState(
+                tick.asset, cfg.market_defaults, cfg.vol
+            )
         elif tick.ts < market.ts:
             stats.out_of_order_ticks += 1
             return
@@ -699,9 +743,12 @@ class Engine:
         stats.assessments += 1
         pos.last_assessed_ts = event_ts
         due = event_ts + a.re_evaluate_minutes * 60_000
-        self._schedule(pos, due)
+        self.schedule(pos, due)
         stale = now_ms - market.ts > self.config.max_tick_age_ms
         policy: str | None = None
+        if cfg.hysteresis_points > 0 and pos.last is not None:
+            # Hysteresis (§12, D11): a safer band only past the margin; before the stale policy.
+            policy = apply_hysteresis(a, pos.last.action)
         if stale:
             stats.stale_assessments += 1
             if cfg.stale_policy != "flag" and apply_stale_policy(a, cfg.stale_policy):
@@ -724,6 +771,7 @@ class Engine:
             stats.suppressed += 1
             return
         pos_ref = {"topic": self._pos_topic, "partition": pos.partition, "offset": pos.offset}
+        refs = market.decision_refs()
         value = action_record(
             a,
             pos.position_id,
@@ -741,7 +789,7 @@ class Engine:
             age_minutes=age,
             entry_price=pos.entry_price,
             unrealized_pnl=pos.unrealized_pnl,
-            refs=market.decision_refs(),
+            refs=refs,
         )
         data = orjson.dumps(value)
         # Kept for GET /positions as what made it (a fifth of the bytes' memory).
@@ -774,6 +822,7 @@ class Engine:
             pos.config_version,
             pos_ref,
             market.lineage,
+            refs[2],
         )
         stats.published += 1
         res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))

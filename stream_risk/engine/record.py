@@ -12,13 +12,26 @@ from __future__ import annotations
 from typing import Any, Final
 
 from stream_risk import __version__
-from stream_risk.assessor import HOLD, REDUCE, Assessment, hedge_at
+from stream_risk.assessor import (
+    HEDGE_FULL,
+    HEDGE_PARTIAL,
+    HOLD,
+    LIQUIDATE,
+    REDUCE,
+    Assessment,
+    hedge_at,
+)
 from stream_risk.config import RiskConfig
 from stream_risk.engine.events import NO_LINEAGE, Lineage
 from stream_risk.models import SCHEMA_VERSION
 
 #: reason_code when the stale-data policy decided the action (docs/design.md D9).
 REASON_STALE: Final = "STALE_MARKET_DATA"
+#: reason_code when hysteresis held a riskier band than the score's (docs/design.md D11).
+REASON_HYSTERESIS: Final = "HYSTERESIS_HOLD"
+#: The `policy` of an action hysteresis decided: this prefix and the band held, e.g.
+#: "hysteresis:HEDGE_PARTIAL" (what `MadeAction.record()` needs to make the record again).
+HYSTERESIS: Final = "hysteresis:"
 
 
 def config_diff(cfg: RiskConfig) -> dict[str, Any]:
@@ -33,9 +46,16 @@ def apply_stale_policy(a: Assessment, policy: str) -> bool:
     config's `reduce_pct` (a stronger model action stands). Returns True when the policy
     decided the action (its reason_code is then STALE_MARKET_DATA). A flat position is
     never changed.
+
+    A `policy` naming a hysteresis hold (`HYSTERESIS` + band, see `apply_hysteresis`) holds
+    that band again: how a kept action makes its record again.
     """
     if a.size == 0 or policy == "flag":
         return False
+    if policy.startswith(HYSTERESIS):
+        held = policy[len(HYSTERESIS) :]
+        _hold(a, held, _band_table(a.cfg)[4 - _RANK[held]][2])
+        return True
     if policy == "hold":
         a.action = HOLD
         a.hedge_pct = 0.0
@@ -73,17 +93,22 @@ def action_record(
     entry_price: float = 0.0,
     unrealized_pnl: float | None = None,
     market: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0),
-    refs: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    refs: tuple[dict[str, Any], dict[str, Any], list[str]] | None = None,
     position_ref: dict[str, Any] | None = None,
+    estimated: list[str] | None = None,
 ) -> dict[str, Any]:
     """The action record of assessment `a` (the `/assess` fields first, in their order),
     with its decision record: `config_version`, `inputs` (what `POST /assess` needs to give
     the same numbers) and `lineage`. `policy`: the stale-data policy that decided the
     action (already applied to `a`), or None. `market`: vol, spread, funding, bid, ask;
-    `refs`: `MarketState.decision_refs()` (the same market dict and tick lineage, built
-    once per tick) instead of building them here."""
+    `estimated`: the market inputs the feed did not give (`estimated_inputs`); `refs`:
+    `MarketState.decision_refs()` (the same market dict, tick lineage and estimated list,
+    built once per tick) instead of building them here."""
     value = a.to_dict()
-    if policy is not None:
+    if policy is not None and policy.startswith(HYSTERESIS):
+        value["reason_code"] = REASON_HYSTERESIS
+        value["reasoning"] = _hysteresis_reasoning(a, value["reasoning"])
+    elif policy is not None:
         value["reason_code"] = REASON_STALE
         if policy == "hold":
             value["reasoning"] = (
@@ -103,6 +128,7 @@ def action_record(
     value["position_ts"] = position_ts
     value["assessed_at"] = now_ms
     value["stale_market_data"] = stale
+    value["estimated_inputs"] = (estimated or []) if refs is None else refs[2]
     value["next_evaluation_ts"] = due
     value["config_version"] = config_version or {}
     if refs is None:
@@ -121,7 +147,7 @@ def action_record(
             "offset": tick_lineage.offset,
         }
     else:
-        market_in, tick_ref = refs
+        market_in, tick_ref, _ = refs
     value["inputs"] = {
         "position": {
             "asset": asset,
@@ -141,3 +167,71 @@ def action_record(
         }
     value["lineage"] = {"position": position_ref, "tick": tick_ref}
     return value
+
+
+#: The score bands' order, from the safest.
+_RANK: Final = {HOLD: 0, REDUCE: 1, HEDGE_PARTIAL: 2, HEDGE_FULL: 3, LIQUIDATE: 4}
+
+
+def _band_table(cfg: RiskConfig) -> tuple[tuple[str, float, float], ...]:
+    """(action, lower threshold, hedge fraction) of each band above HOLD, riskiest first."""
+    return (
+        (LIQUIDATE, cfg.liquidate_score, cfg.liquidate_hedge_pct),
+        (HEDGE_FULL, cfg.hedge_full_score, cfg.hedge_full_pct),
+        (HEDGE_PARTIAL, cfg.hedge_partial_score, cfg.hedge_partial_pct),
+        (REDUCE, cfg.reduce_score, cfg.reduce_pct),
+    )
+
+
+def _hold(a: Assessment, action: str, h: float) -> None:
+    a.action = action
+    a.hedge_pct = h
+    a.instrument = (
+        hedge_at(a.size, a.price, a.spread_bps, a.funding, h, a.cfg).instrument if h > 0 else None
+    )
+
+
+def apply_hysteresis(a: Assessment, held: str) -> str | None:
+    """Hold a riskier band than the score's, per `hysteresis_points` (DESIGN §12, D11).
+
+    `held`: the action of the position's previous published record (the band a desk holds).
+    Moving to a riskier band happens at the model's thresholds (nothing to do here); moving
+    to a safer one only once the score is below the held band's threshold by more than
+    `hysteresis_points`. So when the model's action is a score band safer than `held`, the
+    advice becomes the riskiest band b at or below `held` with score >= threshold(b) - h
+    (at b's fraction of the current config; the instrument made again, as a hedge may now
+    be advised where the model advised none). A HOLD because the hedge is too expensive and
+    a flat position are not score bands: never overridden. Call before the stale policy.
+
+    Returns the `policy` to record (`HYSTERESIS` + the band held) when it held, else None.
+    """
+    cfg = a.cfg
+    points = cfg.hysteresis_points
+    if points <= 0 or a.size == 0 or a.too_expensive:
+        return None
+    rank = _RANK.get(held)
+    model = _RANK[a.action]
+    if rank is None or rank <= model:
+        return None
+    score = a.risk_score
+    for action, threshold, h in _band_table(cfg)[4 - rank :]:
+        if _RANK[action] <= model:
+            break
+        if score >= threshold - points:
+            _hold(a, action, h)
+            return HYSTERESIS + action
+    return None
+
+
+def _hysteresis_reasoning(a: Assessment, model_reasoning: str) -> str:
+    """ "Risk score 44/100 (low-moderate). Holding HEDGE_PARTIAL until the score falls below
+    43 (hysteresis 2 points): recommend 50% hedge via ..." (the held action's own advice)."""
+    points = a.cfg.hysteresis_points
+    threshold = _band_table(a.cfg)[4 - _RANK[a.action]][1]
+    head = f"Risk score {a.risk_score:.0f}/100 ({a.band})."
+    advice = model_reasoning[len(head) :].strip()
+    advice = advice[:1].lower() + advice[1:]
+    return (
+        f"{head} Holding {a.action} until the score falls below {threshold - points:g} "
+        f"(hysteresis {points:g} points): {advice}"
+    )

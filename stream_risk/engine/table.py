@@ -8,19 +8,24 @@ import orjson
 
 from stream_risk.assessor import assess
 from stream_risk.config import RiskConfig
+from stream_risk.engine.estimates import MARKET_INPUTS, MarketDefaults, VolEstimator, VolState
 from stream_risk.engine.events import NO_LINEAGE, Lineage
 from stream_risk.engine.record import action_record, apply_stale_policy
 from stream_risk.models import MarketTick
 
 K = TypeVar("K")
 
-#: DESIGN §1 defaults for the market fields that may be missing from every tick so far.
-DEFAULT_FUNDING = 0.0
-DEFAULT_DEPTH_USD = 1_000_000.0
+#: The engine's defaults (EngineConfig): DESIGN §1's funding and depths, a 2 bps spread,
+#: vol estimated over 60 returns from 20 on (docs/design.md D12).
+DEFAULT_MARKET = MarketDefaults()
+DEFAULT_VOL = VolEstimator()
 
 
 class MarketState:
-    """Latest market of one asset. A field a tick leaves out keeps its last value."""
+    """Latest market of one asset. A field a tick leaves out keeps its last value; a field
+    the feed has never given takes its default (`MarketDefaults`), and `volatility_1d`
+    comes from the estimator (`VolState`) until the feed gives one (a field the feed gives
+    always wins). `estimated()` names what the feed did not give."""
 
     __slots__ = (
         "_refs",
@@ -28,29 +33,40 @@ class MarketState:
         "asset",
         "bid_depth_usd",
         "current_price",
+        "given",
         "lineage",
         "perp_funding_rate",
         "spot_spread_bps",
         "ts",
+        "vol_state",
         "volatility_1d",
     )
 
-    def __init__(self, asset: str) -> None:
+    def __init__(
+        self,
+        asset: str,
+        defaults: MarketDefaults = DEFAULT_MARKET,
+        vol: VolEstimator | None = DEFAULT_VOL,
+    ) -> None:
         self.asset = asset
         self.ts = -1
         self.current_price = 0.0
         self.volatility_1d: float | None = None
-        self.spot_spread_bps: float | None = None
-        self.perp_funding_rate = DEFAULT_FUNDING
-        self.bid_depth_usd = DEFAULT_DEPTH_USD
-        self.ask_depth_usd = DEFAULT_DEPTH_USD
+        self.spot_spread_bps: float | None = defaults.spot_spread_bps
+        self.perp_funding_rate = defaults.perp_funding_rate
+        self.bid_depth_usd = defaults.bid_depth_usd
+        self.ask_depth_usd = defaults.ask_depth_usd
+        #: Bits of MARKET_INPUTS the feed has given (by position: vol = 1, spread = 2, ...).
+        self.given = 0
+        #: The vol estimate while the feed has given none (None: estimation off).
+        self.vol_state: VolState | None = None if vol is None else vol.state()
         self.lineage: Lineage = NO_LINEAGE
-        self._refs: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._refs: tuple[dict[str, Any], dict[str, Any], list[str]] | None = None
 
-    def decision_refs(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(`inputs.market`, `lineage.tick`) of the actions made on this market version:
-        built once per tick, shared by the records of every position on the asset (read
-        only: records are serialised, never mutated)."""
+    def decision_refs(self) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        """(`inputs.market`, `lineage.tick`, `estimated_inputs`) of the actions made on this
+        market version: built once per tick, shared by the records of every position on
+        the asset (read only: records are serialised, never mutated)."""
         refs = self._refs
         if refs is None:
             lin = self.lineage
@@ -64,8 +80,14 @@ class MarketState:
                     "ask_depth_usd": self.ask_depth_usd,
                 },
                 {"topic": lin.topic, "partition": lin.partition, "offset": lin.offset},
+                self.estimated(),
             )
         return refs
+
+    def estimated(self) -> list[str]:
+        """The market inputs the feed has not given (estimated or defaulted), in order."""
+        given = self.given
+        return [name for i, name in enumerate(MARKET_INPUTS) if not given >> i & 1]
 
     def invalidate(self) -> None:
         """Forget `decision_refs()`: call after setting fields other than by `apply`."""
@@ -77,14 +99,22 @@ class MarketState:
         self.current_price = tick.current_price
         if tick.volatility_1d is not None:
             self.volatility_1d = tick.volatility_1d
+            self.given |= 1
+            self.vol_state = None  # the feed's vol wins from now on
+        elif self.vol_state is not None:
+            self.volatility_1d = self.vol_state.update(tick.ts, tick.current_price)
         if tick.spot_spread_bps is not None:
             self.spot_spread_bps = tick.spot_spread_bps
+            self.given |= 2
         if tick.perp_funding_rate is not None:
             self.perp_funding_rate = tick.perp_funding_rate
+            self.given |= 4
         if tick.bid_depth_usd is not None:
             self.bid_depth_usd = tick.bid_depth_usd
+            self.given |= 8
         if tick.ask_depth_usd is not None:
             self.ask_depth_usd = tick.ask_depth_usd
+            self.given |= 16
         self.lineage = lineage
 
     def same_as(self, tick: MarketTick) -> bool:
@@ -110,6 +140,24 @@ class MarketState:
             out.append("spot_spread_bps")
         return out
 
+    def waiting(self) -> dict[str, Any] | None:
+        """What an assessment on this market waits for, for people: None when complete."""
+        missing = self.missing()
+        if not missing:
+            return None
+        out: dict[str, Any] = {"missing": missing}
+        est = self.vol_state
+        if "volatility_1d" in missing and est is not None:
+            out["volatility_1d"] = (
+                f"estimating from prices: {est.n} of {est.n + est.needed} returns so far; "
+                "or send volatility_1d on market-ticks"
+            )
+        if "volatility_1d" in missing and est is None:
+            out["volatility_1d"] = "send volatility_1d on market-ticks (estimation is off)"
+        if "spot_spread_bps" in missing:
+            out["spot_spread_bps"] = "send spot_spread_bps on market-ticks, or set a default spread"
+        return out
+
     @property
     def complete(self) -> bool:
         return self.ts >= 0 and self.volatility_1d is not None and self.spot_spread_bps is not None
@@ -124,6 +172,7 @@ class MarketState:
             "perp_funding_rate": self.perp_funding_rate,
             "bid_depth_usd": self.bid_depth_usd,
             "ask_depth_usd": self.ask_depth_usd,
+            "estimated_inputs": self.estimated(),
         }
 
 
@@ -178,6 +227,7 @@ class MadeAction(LastAction):
         "config_version",
         "due",
         "entry_price",
+        "estimated",
         "event_ts",
         "funding",
         "now_ms",
@@ -225,6 +275,7 @@ class MadeAction(LastAction):
         config_version: dict[str, int] | None = None,
         position_ref: dict[str, Any] | None = None,
         tick_lineage: Lineage = NO_LINEAGE,
+        estimated: list[str] | None = None,
     ) -> None:
         self.action = action
         self.hedge_pct = hedge_pct
@@ -255,6 +306,7 @@ class MadeAction(LastAction):
         self.config_version = config_version
         self.position_ref = position_ref
         self.tick_lineage = tick_lineage
+        self.estimated = estimated
 
     @property
     def value(self) -> bytes:
@@ -296,6 +348,7 @@ class MadeAction(LastAction):
             entry_price=self.entry_price,
             unrealized_pnl=self.unrealized_pnl,
             market=(self.vol, self.spread, self.funding, self.bid, self.ask),
+            estimated=self.estimated,
         )
 
 
@@ -317,6 +370,7 @@ class PositionState:
         "partition",
         "position_id",
         "size",
+        "timer_seq",
         "ts",
         "unrealized_pnl",
     )
@@ -342,6 +396,7 @@ class PositionState:
         self.last: LastAction | None = None
         self.last_assessed_ts = -1
         self.next_due = -1  # event time of the next timer re-assessment; -1 = none
+        self.timer_seq = -1  # sequence number of that timer's heap entry (Timers)
 
     def age_minutes(self, at_ms: int) -> float:
         """Age at event time `at_ms`: from opened_at, else age as of ts plus the time since."""

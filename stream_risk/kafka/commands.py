@@ -80,6 +80,14 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
         help="create missing topics (positions/risk-actions compacted, 6 partitions)",
     )
     p.add_argument(
+        "--compression",
+        default=None,
+        type=str.lower,
+        choices=["none", "gzip", "snappy", "lz4", "zstd"],
+        help="compression of the batches the engine produces (default: env "
+        "STREAM_RISK_COMPRESSION, else zstd); batches in any codec are read",
+    )
+    p.add_argument(
         "--alert-webhook",
         default=None,
         metavar="URL",
@@ -96,6 +104,7 @@ def run_handler(args: argparse.Namespace) -> int:
         group_id=args.group_id,
         emit=args.emit,
         create_topics=args.create_topics,
+        compression=args.compression,
         alert_webhook=args.alert_webhook,
         **_kafka_flags(args),
     )

@@ -11,6 +11,11 @@
   (co-partitioned), acks=all, idempotent where the broker supports it. Offsets of a batch are
   committed only after every record it caused is acknowledged (at-least-once).
 - Bad records go to `risk-dlq` with headers; nothing stops the loop.
+- A record batch that cannot be read at all (a codec not installed, a bad CRC, a corrupt
+  payload) holds its partition at that batch, never skipped, and says so: `/readyz`, the
+  `stream_risk_unreadable_batches_total` counter, one log line per partition a minute
+  (`stream_risk.kafka.fetch`); the other partitions go on.
+- Output is compressed with `compression` (zstd by default).
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ from stream_risk.kafka.codec import (
     decode_position,
     decode_tick,
 )
+from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker, missing_codecs
 from stream_risk.kafka.reader import read_to_end
+from stream_risk.settings import COMPRESSION_CODECS, DEFAULT_COMPRESSION, ConfigError
 from stream_risk.sidecar.metrics import Metrics
 from stream_risk.sidecar.state import SidecarState
 
@@ -121,6 +128,9 @@ class ProcessorConfig:
     #: default, 15 ms at 10 ms), so keep it short; it costs one small request per wait.
     fetch_max_wait_ms: int = 10
     linger_ms: int = 2
+    #: Compression of every batch the engine produces (actions, dead letters, alerts):
+    #: none, gzip, snappy, lz4 or zstd (docs/operations.md "Compression").
+    compression: str = DEFAULT_COMPRESSION
     #: The producer's max_request_size (aiokafka's default). A dead letter that would not
     #: fit one request goes out with its value cut to `DLQ_VALUE_KEEP` bytes.
     max_request_size: int = 1 << 20
@@ -191,6 +201,8 @@ class StreamProcessor(SidecarState):
         self._webhook: alerting.WebhookSender | None = None
         self._dlq_times: deque[float] = deque()
         self._exposure_labels: set[tuple[str, ...]] = set()
+        #: Assets whose positions wait, and for what (as last logged and exported).
+        self._waiting: dict[str, tuple[str, ...]] = {}
         self._alert_sends: set[asyncio.Future[None]] = set()
         self._joined = False
         self._ticks_caught_up = False
@@ -205,11 +217,35 @@ class StreamProcessor(SidecarState):
         self._stalled: list[str] = []
         self._last_stats: dict[str, int] = {}
         self._published_children: dict[str, Any] = {}
+        #: Partitions held at a record batch that cannot be read (all consumers).
+        self.unreadable = UnreadableTracker(self.metrics)
+        self._guards: dict[str, GuardedFetch] = {}
+        self._fetch_errors_logged: dict[str, float] = {}
+
+    def _guard(self, name: str, consumer: AIOKafkaConsumer) -> GuardedFetch:
+        guard = self._guards[name] = GuardedFetch(consumer, self.unreadable)
+        return guard
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         cfg = self.cfg
         self._stopping.clear()
+        if cfg.compression not in COMPRESSION_CODECS:
+            raise ConfigError(
+                f"compression {cfg.compression!r}: use one of {', '.join(COMPRESSION_CODECS)}"
+            )
+        missing_read = missing_codecs()
+        if missing_read:
+            log.warning(
+                "cannot read record batches compressed with %s: their partitions will be "
+                "held (see /readyz); install aiokafka's codec extras (cramjam)",
+                ", ".join(missing_read),
+            )
+        if cfg.compression in missing_read:
+            raise ConfigError(
+                f"compression {cfg.compression}: its library is not installed "
+                "(aiokafka's codec extras: cramjam); choose another or install it"
+            )
         if cfg.tune_gc:
             tune_gc()
         kw = cfg.client_kwargs
@@ -254,6 +290,7 @@ class StreamProcessor(SidecarState):
             client_id=cfg.client_id,
             acks="all",
             enable_idempotence=self._idempotent,
+            compression_type=None if cfg.compression == "none" else cfg.compression,
             linger_ms=cfg.linger_ms,
             max_request_size=cfg.max_request_size,
             max_batch_size=1 << 20,
@@ -289,6 +326,7 @@ class StreamProcessor(SidecarState):
             **kw,
         )
         await self._positions.start()
+        self._guard("positions", self._positions)
         self._positions.subscribe([cfg.positions_topic], listener=_Rebalance(self))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         if cfg.alert_webhook:
@@ -335,7 +373,8 @@ class StreamProcessor(SidecarState):
             dead.extend(_rejected_letters(step.rejected, [records], -1))
             res.outputs.extend(step.outputs)
 
-        await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS)
+        guard = self._guard("config", consumer)
+        await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS, guard=guard)
         async with self._lock:
             await self._publish(res, dead)
         self._config_caught_up = True
@@ -391,7 +430,8 @@ class StreamProcessor(SidecarState):
             res.outputs.extend(step.outputs)
             self._tick_next[tp.partition] = records[-1].offset + 1
 
-        await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS)
+        guard = self._guard("ticks", consumer)
+        await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS, guard=guard)
         async with self._lock:
             await self._publish(res, dead)
         self._ticks_caught_up = True
@@ -400,7 +440,11 @@ class StreamProcessor(SidecarState):
     async def run(self) -> None:
         """Process until `stop()`. Call `start()` first."""
         assert self._ticks is not None and self._positions is not None
-        ticks, positions, configs = self._ticks, self._positions, self._config
+        # Every read goes through a guard: a batch that cannot be read holds its partition,
+        # loudly, instead of raising here (stream_risk.kafka.fetch).
+        ticks = self._guards["ticks"]
+        positions = self._guards["positions"]
+        configs = self._guards.get("config") if self._config is not None else None
         max_records = self.cfg.fetch_max_records
         t_ticks: asyncio.Task[Any] | None = None
         t_pos: asyncio.Task[Any] | None = None
@@ -409,7 +453,17 @@ class StreamProcessor(SidecarState):
         try:
             while not self._stopping.is_set():
                 if self._pending:
-                    await self._rebuild()
+                    # A rebuild can be held at a batch it cannot read (for as long as it
+                    # stays unreadable): a stop must not wait for it. Nothing of a cancelled
+                    # rebuild is committed; the partitions are rebuilt on the next start.
+                    rebuild = asyncio.create_task(self._rebuild(), name="rebuild")
+                    await asyncio.wait({rebuild, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    if not rebuild.done():
+                        rebuild.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await rebuild
+                        break
+                    rebuild.result()
                     continue
                 if t_ticks is None:
                     t_ticks = asyncio.create_task(
@@ -500,7 +554,12 @@ class StreamProcessor(SidecarState):
             result: dict[TopicPartition, list[Any]] = task.result()
             return result
         except KafkaError as exc:
-            log.warning("fetch failed (the consumer reconnects by itself): %s", exc)
+            # Once a minute per kind of error: a lasting one is retried by every fetch.
+            now = time.monotonic()
+            kind = type(exc).__name__
+            if now - self._fetch_errors_logged.get(kind, -1e9) >= 60.0:
+                self._fetch_errors_logged[kind] = now
+                log.warning("fetch failed (the consumer reconnects by itself): %s", exc)
             return {}
 
     def request_stop(self) -> None:
@@ -514,6 +573,9 @@ class StreamProcessor(SidecarState):
             with contextlib.suppress(BaseException):
                 await t
         self._tasks.clear()
+        for guard in self._guards.values():
+            guard.close()
+        self._guards.clear()
         if self._webhook is not None:
             await self._webhook.stop()
             self._webhook = None
@@ -589,6 +651,7 @@ class StreamProcessor(SidecarState):
             **cfg.client_kwargs,
         )
         await reader.start()
+        guard = GuardedFetch(reader, self.unreadable)
         # No collections while the table loads: it only adds long-lived objects.
         with _gc_paused(cfg.tune_gc):
             try:
@@ -615,7 +678,7 @@ class StreamProcessor(SidecarState):
 
                 reader.assign(pos_tps)
                 await reader.seek_to_beginning(*pos_tps)
-                ends = await read_to_end(reader, pos_tps, load, poll_ms=_READ_POLL_MS)
+                ends = await read_to_end(reader, pos_tps, load, poll_ms=_READ_POLL_MS, guard=guard)
                 if self._co_partitioned:
                     act_tps = [TopicPartition(cfg.actions_topic, p) for p in parts]
 
@@ -630,8 +693,9 @@ class StreamProcessor(SidecarState):
 
                     reader.assign(act_tps)
                     await reader.seek_to_beginning(*act_tps)
-                    await read_to_end(reader, act_tps, restore, poll_ms=_READ_POLL_MS)
+                    await read_to_end(reader, act_tps, restore, poll_ms=_READ_POLL_MS, guard=guard)
             finally:
+                guard.close()
                 await reader.stop()
         async with self._lock:
             now = wall_ms()
@@ -833,6 +897,7 @@ class StreamProcessor(SidecarState):
             self._check_progress()
             self._update_gauges()
             self._update_exposure_gauges()
+            self._update_waiting()
 
     def _check_progress(self) -> None:
         """Catch a consumer that stopped making progress while its partition has records.
@@ -852,6 +917,11 @@ class StreamProcessor(SidecarState):
                 hw = consumer.highwater(tp)
                 nxt = nexts.get(tp.partition)
                 key = (tp.topic, tp.partition)
+                if self.unreadable.held(tp.topic, tp.partition):
+                    # Its own, more precise, reason is in /readyz; a longer fetch wait
+                    # would only slow the consumer's other partitions.
+                    self._progress.pop(key, None)
+                    continue
                 if hw is None or nxt is None or nxt >= hw:
                     self._progress.pop(key, None)
                     continue
@@ -1012,6 +1082,43 @@ class StreamProcessor(SidecarState):
                 metric.remove(*gone[1:])
         self._exposure_labels = seen
 
+    def _update_waiting(self) -> None:
+        """Positions that cannot be assessed yet (DESIGN §12, D12): a gauge per asset, and
+        one log line when an asset starts waiting or what it waits for changes (one when it
+        stops), never one per tick."""
+        waiting = self.engine.waiting()
+        gauge = self.metrics.positions_waiting
+        seen: dict[str, tuple[str, ...]] = {}
+        top = sorted(waiting.items(), key=lambda kv: -kv[1]["positions"])
+        for asset, w in top[: self.cfg.exposure_metrics_assets]:
+            missing = tuple(w["missing"])
+            seen[asset] = missing
+            old = self._waiting.get(asset)
+            if old is not None and old != missing:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(asset, ",".join(old))
+            gauge.labels(asset=asset, missing=",".join(missing)).set(w["positions"])
+            if old != missing:
+                why = "; ".join(f"{f}: {w[f]}" for f in missing if f in w)
+                log.warning(
+                    "%d position(s) on %s cannot be assessed yet, missing %s (%s)",
+                    w["positions"],
+                    asset,
+                    ", ".join(missing),
+                    why,
+                )
+        for asset, missing in self._waiting.items():
+            if asset not in seen:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(asset, ",".join(missing))
+                if asset not in waiting and asset in self.engine.table.by_asset:
+                    log.info(
+                        "positions on %s are assessed again (%s now known)",
+                        asset,
+                        ", ".join(missing),
+                    )
+        self._waiting = seen
+
     # ------------------------------------------------------------------ sidecar state
     def is_ready(self) -> tuple[bool, list[str]]:
         reasons = []
@@ -1035,6 +1142,7 @@ class StreamProcessor(SidecarState):
                 "no progress for "
                 f"{STALL_AFTER_S:g}s on partitions behind their end: {', '.join(self._stalled)}"
             )
+        reasons.extend(self.unreadable.reasons())
         if self._send_failing:
             reasons.append("publishing to the broker is failing (retrying)")
         return (not reasons, reasons)

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream_risk.kafka.fetch import GuardedFetch
+
 OnRecords = Callable[[TopicPartition, Sequence[Any]], None]
 
 
@@ -23,13 +25,19 @@ async def read_to_end(
     on_records: OnRecords,
     poll_ms: int = 200,
     max_records: int = 10_000,
+    guard: GuardedFetch | None = None,
 ) -> dict[TopicPartition, int]:
     """Feed every record of `partitions` (assigned to `consumer`) to `on_records`, in order,
-    until each is read to its end. Returns the position reached per partition."""
+    until each is read to its end. Returns the position reached per partition.
+
+    With a `guard` (a `GuardedFetch` of `consumer`), a partition held at a batch that cannot
+    be read keeps the read going until it reads, loudly (the guard's tracker reports it);
+    without one, `getmany`'s error is raised."""
+    fetch = consumer.getmany if guard is None else guard.getmany
     remaining = set(partitions)
     positions: dict[TopicPartition, int] = {}
     while remaining:
-        batch = await consumer.getmany(*remaining, timeout_ms=poll_ms, max_records=max_records)
+        batch = await fetch(*remaining, timeout_ms=poll_ms, max_records=max_records)
         for tp, records in batch.items():
             if records:
                 on_records(tp, records)

@@ -43,6 +43,7 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         alert_webhook=settings.alert_webhook,
         alert_dlq_per_minute=settings.alert_dlq_per_minute,
         create_topics=settings.create_topics,
+        compression=settings.compression,
         tick_lookback_ms=int(settings.tick_lookback_s * 1000),
         client_kwargs=settings.kafka_security_kwargs(),
     )
@@ -53,6 +54,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         risk=settings.risk,
         emit=settings.emit,
         max_tick_age_ms=int(settings.max_tick_age_s * 1000),
+        market_defaults=settings.market_defaults(),
+        vol=settings.vol_estimator(),
     )
 
 
@@ -104,8 +107,19 @@ async def _start_with_retry(proc: StreamProcessor, stop: asyncio.Event) -> bool:
     """Start the processor, retrying while the broker is unreachable. False if stopped."""
     delay = 0.5
     while not stop.is_set():
+        # Raced against `stop`: a start held at a batch it cannot read (docs/operations.md
+        # "Unreadable record batches") must not keep SIGTERM from ending the process.
+        starting = asyncio.create_task(proc.start(), name="start")
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return False
         try:
-            await proc.start()
+            starting.result()
             return True
         except MissingTopicsError:
             raise

@@ -66,28 +66,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--skip-bad", action="store_true", help="count and skip bad records instead of stopping"
     )
     mk = p.add_argument_group("market fields the data lacks")
+    # Defaults None: the settings of the same names (flags > env > file), as `run` uses.
     mk.add_argument(
         "--vol-window",
         type=float,
-        default=60.0,
+        default=None,
         metavar="N",
-        help="EWMA span, in ticks, of the vol estimate (default 60)",
+        help="EWMA span, in returns, of the vol estimate (default: settings, 60)",
     )
     mk.add_argument(
         "--vol-min-obs",
         type=int,
-        default=20,
+        default=None,
         metavar="N",
-        help="returns needed before the estimate is used (default 20)",
+        help="returns needed before the estimate is used (default: settings, 20)",
     )
     mk.add_argument(
         "--estimate-vol",
         action="store_true",
         help="estimate volatility_1d from prices even when the data has it",
     )
-    mk.add_argument("--default-spread-bps", type=float, default=2.0, metavar="BPS")
-    mk.add_argument("--default-funding", type=float, default=0.0, metavar="RATE")
-    mk.add_argument("--default-depth-usd", type=float, default=1_000_000.0, metavar="USD")
+    mk.add_argument("--default-spread-bps", type=float, default=None, metavar="BPS")
+    mk.add_argument("--default-funding", type=float, default=None, metavar="RATE")
+    mk.add_argument("--default-depth-usd", type=float, default=None, metavar="USD")
     eng = p.add_argument_group("engine")
     eng.add_argument(
         "--config",
@@ -224,6 +225,7 @@ def _parse_until(text: str | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from stream_risk.engine import Engine, EngineConfig
+    from stream_risk.engine.estimates import VolEstimator
     from stream_risk.replay.sources import (
         POSITION_FIELDS,
         TICK_FIELDS,
@@ -235,22 +237,30 @@ def _run(args: argparse.Namespace) -> int:
         parse_mapping,
         positions_from_specs,
     )
-    from stream_risk.replay.volatility import VolEstimator
 
     if args.publish and not args.bootstrap_servers and args.config is None:
         pass  # settings/env may give the servers
     if args.speed < 0:
         raise _Usage("--speed must be >= 0 (0 = as fast as possible)")
     settings = _settings(args)
+
+    def given(flag: Any, setting: Any) -> Any:
+        return setting if flag is None else flag
+
     try:
-        vol = VolEstimator(args.vol_window, args.vol_min_obs)
+        vol = VolEstimator(
+            given(args.vol_window, settings.vol_window),
+            given(args.vol_min_obs, settings.vol_min_obs),
+        )
     except ValueError as exc:
         raise _Usage(str(exc)) from None
+    depth = given(args.default_depth_usd, settings.default_depth_usd)
+    spread = given(args.default_spread_bps, settings.default_spread_bps)
     defaults = Defaults(
-        args.default_spread_bps,
-        args.default_funding,
-        args.default_depth_usd,
-        args.default_depth_usd,
+        2.0 if spread is None else spread,  # replay needs a spread: the data may have none
+        given(args.default_funding, settings.default_funding),
+        depth,
+        depth,
     )
     t_load = time.perf_counter()
     ticks = load_ticks(
@@ -299,6 +309,8 @@ def _run(args: argparse.Namespace) -> int:
         risk=settings.risk,
         emit=settings.emit,
         max_tick_age_ms=int(settings.max_tick_age_s * 1000),
+        market_defaults=defaults,
+        vol=vol,
     )
     from stream_risk.replay.sweep import parse_sweeps, policies, run_sweep
 
@@ -372,6 +384,19 @@ def _run(args: argparse.Namespace) -> int:
         f"{book['final_pnl_hedged']:,.2f} (max drawdown {book['max_drawdown_hedged']:,.2f}), "
         f"hedge cost {summary['hedge_cost']['total_usd']:,.2f}"
     )
+    to = summary["turnover"]
+    print(
+        f"turnover: {to['hedge_changes']:,} hedge changes, traded notional "
+        f"{to['traded_notional_usd']:,.2f}, cost {to['cost_usd']:,.2f}"
+    )
+    for row in sweep_rows:
+        s = row["summary"]
+        print(
+            f"  sweep {row['label']}: {s['hedge_changes']:,} hedge changes, hedge cost "
+            f"{s['hedge_cost_usd']:,.2f}, max drawdown hedged {s['max_drawdown_hedged']:,.2f} "
+            f"(unhedged {s['max_drawdown_unhedged']:,.2f}), final P&L hedged "
+            f"{s['final_pnl_hedged']:,.2f}"
+        )
     print(f"wrote {out_dir}/actions.jsonl, report.json, report.html, chart.png")
     rate = len(ticks) / run_s if run_s > 0 else float("inf")
     _err(

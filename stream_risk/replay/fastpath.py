@@ -201,12 +201,15 @@ class _Asset:
     """One asset's ticks, one entry per distinct time (the last tick at that time)."""
 
     __slots__ = (
+        "all_price",
+        "all_ts",
         "ask",
         "bid",
         "cursor",
         "dupc",
         "first_row",
         "funding",
+        "given",
         "gts",
         "incomplete",
         "name",
@@ -232,6 +235,11 @@ class _Asset:
         self.funding = t.funding[lr]
         self.bid = t.bid[lr]
         self.ask = t.ask[lr]
+        assert t.given is not None  # set by Ticks.__post_init__
+        self.given = t.given[lr]
+        # Every tick of the asset, for the engine's vol estimate (fed as the engine would).
+        self.all_ts = ts
+        self.all_price = t.price[rows]
         self.incomplete = np.isnan(self.vol)
         # Duplicates (the engine's `same_as`): same time and values as the previous tick.
         dup = np.zeros(len(rows), dtype=bool)
@@ -265,8 +273,26 @@ class _Asset:
         markets = engine.table.markets
         m = markets.get(self.name)
         if m is None:
-            m = markets[self.name] = MarketState(self.name)
-        m.ts = int(self.gts[k])
+            cfg = engine.config
+            m = markets[self.name] = MarketState(self.name, cfg.market_defaults, cfg.vol)
+        t = int(self.gts[k])
+        given = int(self.given[k])
+        est = m.vol_state
+        if est is not None:
+            if given & 1:
+                m.vol_state = None  # the data's vol wins from its first value on
+            else:
+                # The ticks the engine has not seen since its estimate's latest time, in
+                # order, through the same estimator: its state as after tick k.
+                lo = int(np.searchsorted(self.all_ts, est.t, "right"))
+                hi = int(np.searchsorted(self.all_ts, t, "right"))
+                update = est.update
+                for ts_i, p_i in zip(
+                    self.all_ts[lo:hi].tolist(), self.all_price[lo:hi].tolist(), strict=True
+                ):
+                    update(ts_i, p_i)
+        m.given = given
+        m.ts = t
         m.current_price = float(self.price[k])
         vol = float(self.vol[k])
         if vol == vol:
@@ -443,13 +469,28 @@ def run_fast(
     progress: Progress | None = None,
 ) -> None:
     """Replay `timeline` through `engine`: the same outputs as `run_scalar`, faster."""
-    if engine.config.emit != "changed" or timeline.configs:
-        # risk-config records change configs mid-run: the scalar schedule (D9).
+    if engine.config.emit != "changed" or timeline.configs or _hysteresis(timeline, engine):
+        # risk-config records change configs mid-run: the scalar schedule (D9). Hysteresis
+        # makes an action depend on the previous one, which the bulk step does not model
+        # (D11): the scalar schedule too.
         from stream_risk.replay.runner import run_scalar
 
         run_scalar(timeline, [engine], [sink], progress)
         return
     _FastRun(timeline, engine, sink, progress).run()
+
+
+def _hysteresis(timeline: Timeline, engine: Engine) -> bool:
+    """Whether `hysteresis_points` is in force: the engine's config or any position's own."""
+    if engine.config.risk.hysteresis_points > 0:
+        return True
+    for rec in timeline.positions:
+        msg = rec.message
+        if msg is not None and msg.config is not None:
+            points = getattr(msg.config, "hysteresis_points", None)
+            if points is not None and points > 0:
+                return True
+    return False
 
 
 class _FastRun:
@@ -608,18 +649,8 @@ class _FastRun:
                 dirty.append((first_row, idx, pos, t_last + re_eval * _MIN))
         if dirty:
             dirty.sort(key=lambda d: (d[0], d[1]))
-            timers = engine.timers
             for _, _, pos, due in dirty:
-                pos.next_due = due
-                timers.schedule(due, pos.position_id)
-            if len(timers) > 2 * len(engine.table.positions) + 4096:
-                positions = engine.table.positions
-
-                def current(pid: str) -> int:
-                    p = positions.get(pid)
-                    return -1 if p is None else p.next_due
-
-                timers.compact(current)
+                engine.schedule(pos, due)
 
     def _is_time(self, t: int) -> bool:
         times = self.tl.times

@@ -3,9 +3,10 @@
 Every position record (key = position_id; a close is a tombstone) and every tick (key =
 asset) is produced in the replay's event-time order — at each time, positions then ticks,
 file order within each — with its original event time as the Kafka record timestamp.
-Ticks are published as the offline replay sees them: every market field explicit, with an
-estimated `volatility_1d` and the defaults where the data has none (left out while the
-estimator warms up).
+Ticks are published as the offline replay's engine sees them: the market fields the data
+gives (carried forward per asset), none it does not — the live engine estimates
+`volatility_1d` and applies its defaults to those, with the same estimator (D12), and says
+so in each action's `estimated_inputs`.
 
 Pacing: with `speed` X > 0 a record with event time `ts` is sent `(ts − first ts) / X`
 after the start (X = 1 is real time, 60 is a minute per second); 0 sends as fast as
@@ -45,20 +46,7 @@ class Published:
 
 
 def _tick_value(tl: Timeline, row: int) -> bytes:
-    t = tl.ticks
-    value: dict[str, Any] = {
-        "asset": t.assets[int(t.asset[row])],
-        "ts": int(t.ts[row]),
-        "current_price": float(t.price[row]),
-    }
-    vol = float(t.vol[row])
-    if vol == vol:
-        value["volatility_1d"] = vol
-    value["spot_spread_bps"] = float(t.spread[row])
-    value["perp_funding_rate"] = float(t.funding[row])
-    value["bid_depth_usd"] = float(t.bid[row])
-    value["ask_depth_usd"] = float(t.ask[row])
-    return orjson.dumps(value)
+    return orjson.dumps(tl.tick_fields(row))
 
 
 async def publish(

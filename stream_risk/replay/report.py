@@ -13,6 +13,10 @@ counted):
   data hedges stay open (not paid). Funding is not counted.
 - A change at time `c` (a new size, a new action) applies to the price moves after it: the
   move into a tick at exactly `c` is still under the previous size and hedge.
+- Turnover: every change of the hedge held is a hedge change; its traded notional is
+  `|Δ(size × h)| × price` (the same trades the cost above is paid on). Changes of the
+  advised `hedge_pct` between a position's consecutive published actions are counted too
+  (what `hysteresis_points` damps, docs/design.md D11).
 
 Max drawdown = the largest fall from a running peak (the start, 0, counts as a peak). The
 worst move survived is the interval of the unhedged path's max drawdown: the asset's price
@@ -50,6 +54,8 @@ class PnlPath:
     hedged: NDArray[np.float64]
     price: NDArray[np.float64]
     cost: NDArray[np.float64]  # hedge cost paid at each point
+    traded: NDArray[np.float64]  # hedge notional traded at each point (USD)
+    changes: NDArray[np.int64]  # hedge changes at each point (0/1 per position; summed in a book)
 
 
 def _iso(ms: int) -> str:
@@ -168,9 +174,12 @@ def _one_path(
     dh = np.concatenate([p[3] for p in parts])
     px = np.concatenate([p[4] for p in parts])
     cost = np.concatenate([p[5] for p in parts])
+    traded = np.concatenate([p[6] for p in parts])
     order = np.lexsort((order_key, ts))
     ts, du, dh, px, cost = ts[order], du[order], dh[order], px[order], cost[order]
-    return PnlPath(ts, np.cumsum(du), np.cumsum(dh - cost), px, cost)
+    traded = traded[order]
+    changes = (traded > 0).astype(np.int64)
+    return PnlPath(ts, np.cumsum(du), np.cumsum(dh - cost), px, cost, traded, changes)
 
 
 def _leg(
@@ -207,7 +216,8 @@ def _leg(
     prev = np.concatenate(([0.0], held[:-1]))
     traded = np.abs(held - prev)
     ci = np.maximum(np.searchsorted(gts, st_t, "right") - 1, 0)
-    cost = traded * gpx[ci] * gsp[ci] / 10000.0
+    notional = traded * gpx[ci]
+    cost = notional * gsp[ci] / 10000.0
     ts = np.concatenate((tk, st_t))
     key = np.concatenate((np.zeros(len(tk), dtype=np.int64), np.ones(len(st_t), dtype=np.int64)))
     zeros_c = np.zeros(len(st_t))
@@ -218,6 +228,7 @@ def _leg(
         np.concatenate((dh, zeros_c)),
         np.concatenate((gpx[ks], gpx[ci])),
         np.concatenate((np.zeros(len(tk)), cost)),
+        np.concatenate((np.zeros(len(tk)), notional)),
     )
 
 
@@ -225,22 +236,34 @@ def book_path(paths: Mapping[str, PnlPath]) -> PnlPath:
     """The sum of every position's path, on the union of their times."""
     if not paths:
         e = np.empty(0)
-        return PnlPath(np.empty(0, dtype=np.int64), e, e, e, e)
+        n = np.empty(0, dtype=np.int64)
+        return PnlPath(n, e, e, e, e, e, n)
     ts = np.concatenate([p.ts for p in paths.values()])
     du = np.concatenate([np.diff(p.unhedged, prepend=0.0) for p in paths.values()])
     dh = np.concatenate([np.diff(p.hedged, prepend=0.0) for p in paths.values()])
     cost = np.concatenate([p.cost for p in paths.values()])
+    traded = np.concatenate([p.traded for p in paths.values()])
+    changes = np.concatenate([p.changes for p in paths.values()])
     order = np.argsort(ts, kind="stable")
     ts = ts[order]
     u = np.cumsum(du[order])
     h = np.cumsum(dh[order])
-    c = cost[order]
     # One point per distinct time (the value after everything at that time).
     last = np.ones(len(ts), dtype=bool)
     last[:-1] = ts[1:] != ts[:-1]
-    csum = np.cumsum(c)
-    c_at = np.diff(csum[last], prepend=0.0)
-    return PnlPath(ts[last], u[last], h[last], np.full(int(last.sum()), np.nan), c_at)
+
+    def per_time(x: NDArray[Any]) -> NDArray[Any]:
+        return np.diff(np.cumsum(x[order])[last], prepend=x.dtype.type(0))
+
+    return PnlPath(
+        ts[last],
+        u[last],
+        h[last],
+        np.full(int(last.sum()), np.nan),
+        per_time(cost),
+        per_time(traded),
+        per_time(changes),
+    )
 
 
 def _path_summary(p: PnlPath) -> dict[str, Any]:
@@ -253,6 +276,8 @@ def _path_summary(p: PnlPath) -> dict[str, Any]:
         "max_drawdown_hedged": mdd_h,
         "drawdown_saved": mdd_u - mdd_h,
         "hedge_cost_usd": float(p.cost.sum()),
+        "hedge_changes": int(p.changes.sum()),
+        "traded_notional_usd": float(p.traded.sum()),
     }
     worst: dict[str, Any] | None = None
     if tu >= 0:
@@ -299,6 +324,23 @@ def time_in(log: ActionLog, tl: Timeline) -> tuple[dict[str, float], dict[str, f
     return bands, actions
 
 
+def hedge_pct_changes(log: ActionLog) -> int:
+    """Published actions whose `hedge_pct` differs from their position's previous published
+    action (0 before the first; a close resets it to 0): how often the advice moved."""
+    held: dict[str, float] = {}
+    n = 0
+    for i in range(len(log)):
+        pid = log.pid[i]
+        if log.action[i] < 0:
+            held.pop(pid, None)
+            continue
+        h = log.hedge_pct[i]
+        if h != held.get(pid, 0.0):
+            n += 1
+        held[pid] = h
+    return n
+
+
 def summarize(
     tl: Timeline, log: ActionLog, paths: Mapping[str, PnlPath] | None = None
 ) -> dict[str, Any]:
@@ -316,6 +358,7 @@ def summarize(
             day = dt.datetime.fromtimestamp(t / 1000, dt.UTC).strftime("%Y-%m-%d")
             per_day[day] = per_day.get(day, 0.0) + c
     trades = int(sum(int((p.cost > 0).sum()) for p in paths.values()))
+    total_cost = float(sum(float(p.cost.sum()) for p in paths.values()))
     return {
         "actions": {
             "published": sum(v for k, v in by_action.items() if k >= 0),
@@ -326,9 +369,15 @@ def summarize(
         "time_in_band_hours": bands,
         "time_in_action_hours": actions,
         "hedge_cost": {
-            "total_usd": float(sum(float(p.cost.sum()) for p in paths.values())),
+            "total_usd": total_cost,
             "trades": trades,
             "per_day_usd": dict(sorted(per_day.items())),
+        },
+        "turnover": {
+            "hedge_changes": int(sum(int(p.changes.sum()) for p in paths.values())),
+            "traded_notional_usd": float(sum(float(p.traded.sum()) for p in paths.values())),
+            "cost_usd": total_cost,
+            "hedge_pct_changes": hedge_pct_changes(log),
         },
         "pnl": {
             "book": _path_summary(book),
@@ -483,6 +532,13 @@ def write_html(path: Path, report: Mapping[str, Any], chart_name: str) -> None:
         f"<h2>Hedge cost</h2><p>Total ${hc['total_usd']:,.2f} over {hc['trades']} trades.</p>"
         + _table([{"day": d, "usd": v} for d, v in hc["per_day_usd"].items()])
     )
+    to = r.get("turnover")
+    if to:
+        parts.append(
+            f"<h2>Turnover</h2><p>{to['hedge_changes']} hedge changes trading "
+            f"${to['traded_notional_usd']:,.2f} of notional for ${to['cost_usd']:,.2f}; "
+            f"the advised hedge fraction changed {to['hedge_pct_changes']} times.</p>"
+        )
     if r.get("sweep"):
         rows = [{"policy": s["label"], **s["summary"]} for s in r["sweep"]]
         parts.append("<h2>Policy sweep</h2>" + _table(rows))

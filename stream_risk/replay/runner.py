@@ -93,21 +93,33 @@ class Timeline:
             for i, r in enumerate(self.configs)
         ]
 
-    def tick_event(self, row: int) -> TickEvent:
-        """The `market-ticks` record of tick row `row` (every market field explicit)."""
+    def tick_fields(self, row: int) -> dict[str, Any]:
+        """The `market-ticks` record of tick row `row`: the market fields the data has given
+        for its asset by then (carried forward), none it has not — the engine estimates
+        vol and applies its defaults to those, exactly as it does live."""
         t = self.ticks
-        vol = float(t.vol[row])
-        tick = MarketTick.model_construct(
-            asset=t.assets[int(t.asset[row])],
-            ts=int(t.ts[row]),
-            current_price=float(t.price[row]),
-            volatility_1d=None if vol != vol else vol,
-            spot_spread_bps=float(t.spread[row]),
-            perp_funding_rate=float(t.funding[row]),
-            bid_depth_usd=float(t.bid[row]),
-            ask_depth_usd=float(t.ask[row]),
-        )
-        return TickEvent(tick, NO_LINEAGE)
+        assert t.given is not None  # set by Ticks.__post_init__
+        given = int(t.given[row])
+        fields: dict[str, Any] = {
+            "asset": t.assets[int(t.asset[row])],
+            "ts": int(t.ts[row]),
+            "current_price": float(t.price[row]),
+        }
+        if given & 1:
+            fields["volatility_1d"] = float(t.vol[row])
+        if given & 2:
+            fields["spot_spread_bps"] = float(t.spread[row])
+        if given & 4:
+            fields["perp_funding_rate"] = float(t.funding[row])
+        if given & 8:
+            fields["bid_depth_usd"] = float(t.bid[row])
+        if given & 16:
+            fields["ask_depth_usd"] = float(t.ask[row])
+        return fields
+
+    def tick_event(self, row: int) -> TickEvent:
+        """The `market-ticks` record of tick row `row` as an engine event."""
+        return TickEvent(MarketTick.model_construct(**self.tick_fields(row)), NO_LINEAGE)
 
     def events_at(self, t: int) -> list[Event]:
         """Every record at event time `t`: positions (file order), then ticks (file order)."""

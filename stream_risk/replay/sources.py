@@ -34,8 +34,13 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from stream_risk.config import RiskConfigPatch, patch_dict
+from stream_risk.engine.estimates import (
+    MARKET_INPUTS,
+    MarketDefaults,
+    VolEstimator,
+    estimate_series,
+)
 from stream_risk.models import MAX_PRICE, MAX_SIZE, MAX_TS_MS, MAX_USD, PositionMessage
-from stream_risk.replay.volatility import VolEstimator
 
 TsUnit = Literal["auto", "ms", "s"]
 
@@ -88,14 +93,9 @@ class SourceError(Exception):
     """A problem with an input file, worded for the person who gave it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Defaults:
-    """Market fields used when the data never gives them (DESIGN §1 defaults for the rest)."""
-
-    spot_spread_bps: float = 2.0
-    perp_funding_rate: float = 0.0
-    bid_depth_usd: float = 1_000_000.0
-    ask_depth_usd: float = 1_000_000.0
+#: Market fields used when the data never gives them: the engine's own defaults type
+#: (DESIGN §1's funding and depths; a 2 bps spread, replay's and live's default).
+Defaults = MarketDefaults
 
 
 @dataclass(slots=True)
@@ -125,10 +125,22 @@ class Ticks:
     funding: NDArray[np.float64]
     bid: NDArray[np.float64]
     ask: NDArray[np.float64]
+    #: Bits of MARKET_INPUTS the data has given for the asset at or before each tick (as
+    #: `MarketState.given`): the engine is sent only those; it estimates vol and applies
+    #: the defaults to the rest itself, exactly as live.
+    given: NDArray[np.int8] | None = None  # None: every value that is not NaN was given
     vol_source: str = "data"
     assumptions: list[str] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     bad: BadRecords = field(default_factory=BadRecords)
+
+    def __post_init__(self) -> None:
+        if self.given is None:
+            given = np.zeros(len(self.ts), dtype=np.int8)
+            cols = (self.vol, self.spread, self.funding, self.bid, self.ask)
+            for bit, col in enumerate(cols):
+                given |= (~np.isnan(col)).astype(np.int8) << bit
+            self.given = given
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -622,16 +634,28 @@ def load_ticks(
         filled[name] = _ffill(v, starts)
 
     assumptions: list[str] = []
+    if estimate_vol:
+        filled["volatility_1d"] = np.full(len(by_asset), np.nan)  # the data's is not used
+    given = np.zeros(len(by_asset), dtype=np.int8)
+    for bit, name in enumerate(MARKET_INPUTS):
+        given |= (~np.isnan(filled[name])).astype(np.int8) << bit
     vol_source = "data"
-    if estimate_vol or not present["volatility_1d"]:
-        vol_source = "estimated"
+    if not (given & 1).all():
+        # Before the data's first vol of an asset (all of it when it has none, or under
+        # --estimate-vol) the engine estimates it: the same estimator, tick by tick.
+        vol_source = "estimated" if not (given & 1).any() else "data, estimated before it"
         est = np.full(len(by_asset), np.nan)
         bounds = [*np.flatnonzero(starts).tolist(), len(by_asset)]
         ts_sorted = ts_k[by_asset]
         for s, e in itertools.pairwise(bounds):
-            est[s:e] = vol.estimate(ts_sorted[s:e], filled["current_price"][s:e])
-        filled["volatility_1d"] = est
-        why = "forced by --estimate-vol" if present["volatility_1d"] else "the data has none"
+            est[s:e] = estimate_series(vol, ts_sorted[s:e], filled["current_price"][s:e])
+        filled["volatility_1d"] = np.where(given & 1, filled["volatility_1d"], est)
+        if estimate_vol:
+            why = "forced by --estimate-vol"
+        elif present["volatility_1d"]:
+            why = "before the data's first value"
+        else:
+            why = "the data has none"
         assumptions.append(f"volatility_1d estimated from prices ({why}): {vol.describe()}")
     for name, value in (
         ("spot_spread_bps", defaults.spot_spread_bps),
@@ -640,7 +664,7 @@ def load_ticks(
         ("ask_depth_usd", defaults.ask_depth_usd),
     ):
         missing = np.isnan(filled[name])
-        if missing.any():
+        if missing.any() and value is not None:
             filled[name] = np.where(missing, value, filled[name])
             what = "never given" if not present[name] else "missing before its first value"
             assumptions.append(f"{name} {what}: default {value:g} used")
@@ -661,6 +685,7 @@ def load_ticks(
         funding=filled["perp_funding_rate"][sel],
         bid=filled["bid_depth_usd"][sel],
         ask=filled["ask_depth_usd"][sel],
+        given=given[sel],
         vol_source=vol_source,
         assumptions=assumptions,
         ignored_columns=ignored,

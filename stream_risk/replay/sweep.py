@@ -5,11 +5,13 @@ policies, each the base risk config with those fields set (validated as a whole)
 is read, validated and prepared once; on the scalar path every policy's engine is driven in
 lockstep in one pass over the events (each event built once), on the fast path each policy
 is replayed from the same prepared columns. Each policy gets the report's summary numbers:
-hedge cost against the drawdown it saved.
+hedge cost and turnover (hedge changes, traded notional) against the drawdown it saved, so
+e.g. `--sweep hysteresis_points=0,1,2,5` shows what damping the flapping costs in drawdown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,14 +90,7 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Replay every policy; one comparison row each (in `pols` order)."""
     configs = [
-        EngineConfig(
-            risk=p.risk,
-            emit=base.emit,
-            max_tick_age_ms=base.max_tick_age_ms,
-            max_future_ms=base.max_future_ms,
-            max_timer_lateness_ms=base.max_timer_lateness_ms,
-            score_change_points=base.score_change_points,
-        )
+        dataclasses.replace(base, risk=p.risk)  # every engine setting but the policy
         for p in pols
     ]
     engines = [Engine(c) for c in configs]
@@ -121,6 +116,9 @@ def run_sweep(
                     "actions_published": s["actions"]["published"],
                     "assessments": engine.stats.assessments,
                     "hedge_cost_usd": cost,
+                    "hedge_changes": s["turnover"]["hedge_changes"],
+                    "traded_notional_usd": s["turnover"]["traded_notional_usd"],
+                    "hedge_pct_changes": s["turnover"]["hedge_pct_changes"],
                     "max_drawdown_unhedged": book["max_drawdown_unhedged"],
                     "max_drawdown_hedged": book["max_drawdown_hedged"],
                     "drawdown_saved": saved,

@@ -116,6 +116,7 @@ def _signature(row: Mapping[str, Any]) -> tuple[Any, ...]:
         row.get("position_ts"),
         row.get("next_evaluation_ts"),
         tuple(row.get("waiting_for") or ()),
+        repr(row.get("waiting")),  # the warm-up's progress (n of 20 returns)
         stamp,
     )
 

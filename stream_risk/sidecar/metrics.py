@@ -21,6 +21,9 @@ Stream engine (updated by the engine; declared here so /metrics shows them from 
     table_positions        stream_risk_table_positions                       gauge
     table_assets           stream_risk_table_assets                          gauge
     timers_pending         stream_risk_timers_pending                        gauge
+    positions_waiting      stream_risk_positions_waiting{asset,missing}      gauge
+                           positions that cannot be assessed yet (vol still warming
+                           up, no tick yet ...); missing = the fields, comma-separated
     rebuild_seconds        stream_risk_rebuild_seconds                       histogram
     actions_published      stream_risk_actions_published_total{action}
     stale_market_data      stream_risk_stale_market_data_total
@@ -29,6 +32,10 @@ Stream engine (updated by the engine; declared here so /metrics shows them from 
     idempotence_enabled    stream_risk_idempotence_enabled                   gauge 0/1
     broker_connected       stream_risk_broker_connected                      gauge 0/1
     ready                  stream_risk_ready                                 gauge 0/1
+    unreadable_batches     stream_risk_unreadable_batches_total{topic,partition}
+                           failed reads of a record batch the engine cannot decode
+                           (missing codec, bad CRC, corrupt payload); the partition is
+                           held there and read again every second, so it rises ~1/s
 Risk-desk controls (docs/design.md D9)
     config_changes         stream_risk_config_changes_total{status}  applied | rejected
     exposure_notional      stream_risk_exposure_notional_usd{scope,kind}     gauge
@@ -164,6 +171,12 @@ class Metrics:
         self.timers_pending = Gauge(
             PREFIX + "timers_pending", "Re-evaluation timers scheduled.", registry=r
         )
+        self.positions_waiting = Gauge(
+            PREFIX + "positions_waiting",
+            "Positions that cannot be assessed yet, by asset and the market fields missing.",
+            ["asset", "missing"],
+            registry=r,
+        )
         self.rebuild_seconds = Histogram(
             PREFIX + "rebuild_seconds",
             "Time to rebuild the positions table after a partition assignment.",
@@ -202,6 +215,14 @@ class Metrics:
             PREFIX + "broker_connected", "1 while the broker is reachable.", registry=r
         )
         self.ready = Gauge(PREFIX + "ready", "1 while /readyz answers 200.", registry=r)
+        self.unreadable_batches = Counter(
+            PREFIX + "unreadable_batches_total",
+            "Failed reads of a record batch that cannot be decoded (missing codec, bad CRC, "
+            "corrupt payload), by partition: the partition is held at that batch and read "
+            "again every second (nothing is skipped).",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.config_changes = Counter(
             PREFIX + "config_changes",
             "risk-config records applied or rejected (to the DLQ).",

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from stream_risk.assessor import assess
 from stream_risk.config import DEFAULT_CONFIG, RiskConfig
 from stream_risk.engine import Engine, EngineConfig, Output, PositionEvent, StepResult, TickEvent
+from stream_risk.engine.estimates import MarketDefaults
 from stream_risk.models import MarketTick
 
 from . import MIN, T0, close, position, tick
@@ -428,7 +429,11 @@ def check_state(engine: Engine, model: Model) -> None:
 
 def run(ops: list[tuple[Any, ...]], emit: str, *, checked: bool) -> list[tuple[str, bytes | None]]:
     """Drive an engine (and the model) through `ops`; return what it published."""
-    engine = Engine(EngineConfig(emit=emit))  # type: ignore[arg-type]
+    # The model knows the feed-only rules: no vol estimate, no default spread (those are
+    # tested in test_estimates.py); funding and depths keep DESIGN §1's defaults.
+    engine = Engine(
+        EngineConfig(emit=emit, market_defaults=MarketDefaults(spot_spread_bps=None), vol=None)  # type: ignore[arg-type]
+    )
     model = Model(emit)
     transcript: list[tuple[str, bytes | None]] = []
     sent: dict[str, tuple[Any, ...]] = {}

@@ -7,6 +7,7 @@ import pytest
 
 from stream_risk import __version__
 from stream_risk.engine import Engine, EngineConfig
+from stream_risk.engine.estimates import MarketDefaults
 
 from . import MIN, T0, actions, index_of, only, position, price_tick, tick
 
@@ -208,10 +209,13 @@ def test_position_waits_for_its_first_complete_tick() -> None:
     assert engine.next_due() is None  # nothing assessed, nothing scheduled
     assert engine.snapshot()[0]["waiting_for"] == ["current_price"]
 
-    # A price without vol or spread is not enough.
+    # A price without vol is not enough: the estimate needs 20 returns first (the spread
+    # has its 2 bps default).
     res = engine.step([price_tick(ts=T0 + 1000)], T0 + 1000)
     assert res.outputs == [] and res.assessments == 0
-    assert engine.snapshot()[0]["waiting_for"] == ["volatility_1d", "spot_spread_bps"]
+    row = engine.snapshot()[0]
+    assert row["waiting_for"] == ["volatility_1d"]
+    assert "0 of 20 returns" in row["waiting"]["volatility_1d"]
 
     # The first complete tick assesses (and, first assessment, publishes) it.
     res = engine.step([tick(ts=T0 + 2000)], T0 + 2000)
@@ -222,8 +226,21 @@ def test_position_waits_for_its_first_complete_tick() -> None:
     assert engine.stats.assessments == 1
 
 
+def test_a_position_waits_for_vol_and_spread_without_estimates_or_defaults() -> None:
+    engine = Engine(EngineConfig(market_defaults=MarketDefaults(spot_spread_bps=None), vol=None))
+    engine.step([position()], T0)
+    res = engine.step([price_tick(ts=T0 + 1000)], T0 + 1000)
+    assert res.outputs == [] and res.assessments == 0
+    row = engine.snapshot()[0]
+    assert row["waiting_for"] == ["volatility_1d", "spot_spread_bps"]
+    assert "estimation is off" in row["waiting"]["volatility_1d"]
+    assert engine.waiting() == {"BTC": {"positions": 1, **row["waiting"]}}
+    v = only(engine.step([tick(ts=T0 + 2000)], T0 + 2000))
+    assert v["estimated_inputs"] == [] and engine.waiting() == {}
+
+
 def test_a_complete_market_can_be_assembled_from_partial_ticks() -> None:
-    engine = Engine()
+    engine = Engine(EngineConfig(market_defaults=MarketDefaults(spot_spread_bps=None)))
     engine.step([position(), tick(spread=None)], T0)
     assert engine.stats.assessments == 0
     res = engine.step([tick(ts=T0 + 1000, vol=None, spread=3.0)], T0 + 1000)

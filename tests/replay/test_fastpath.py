@@ -170,7 +170,8 @@ class Counting:
 def both(tl: Timeline, emit: str = "changed") -> tuple[Any, Any]:
     out = []
     for fast in (False, True):
-        engine = Engine(EngineConfig(emit=emit))  # type: ignore[arg-type]
+        # Synthetic columns: NaN vol is "not known yet" (no estimate; tested below).
+        engine = Engine(EngineConfig(emit=emit, vol=None))  # type: ignore[arg-type]
         sink = Counting()
         if fast:
             run_fast(tl, engine, sink)
@@ -324,3 +325,51 @@ def test_property_fast_equals_scalar(ticks: list[Any], positions: list[Any]) -> 
     (s_bytes, s_stats, _), (f_bytes, f_stats, _) = both(tl)
     assert f_bytes == s_bytes
     assert f_stats == s_stats
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_equals_scalar_with_the_engine_estimating_vol(seed: int, tmp_path: Any) -> None:
+    """A price-only feed (irregular gaps, duplicates, a late first vol on one asset): the
+    engine estimates vol itself on both paths; the fast path keeps its estimate in step
+    (`_Asset.set_market`) and publishes the same bytes, estimated_inputs included."""
+    from stream_risk.engine.estimates import VolEstimator
+    from stream_risk.replay.sources import load_ticks, positions_from_specs
+
+    from . import write_jsonl
+
+    rng = np.random.default_rng(100 + seed)
+    t = T0
+    price = {"BTC": 40_000.0, "ETH": 2_000.0}
+    rows: list[dict[str, Any]] = []
+    for i in range(1500):
+        t += int(rng.choice([0, 1000, 20_000, MIN, 5 * MIN]))
+        a = "BTC" if rng.random() < 0.6 else "ETH"
+        price[a] *= float(np.exp(rng.normal(0, 0.003)))
+        row: dict[str, Any] = {"asset": a, "ts": t, "current_price": price[a]}
+        if a == "ETH" and i > 900:
+            row["volatility_1d"] = 0.04  # the feed starts giving vol: it wins from here
+        rows.append(row)
+        if rng.random() < 0.01:
+            rows.append(dict(row))  # a duplicate delivery
+    path = write_jsonl(tmp_path / "ticks.jsonl", rows)
+    est = VolEstimator(window=30, min_obs=10)
+    ticks = load_ticks(path, vol=est)
+    specs = ["b1=BTC:3@40000", "b2=BTC:-1.5@41000", "e1=ETH:40@2000"]
+    tl = Timeline(ticks, positions_from_specs(specs, ticks), 0)
+    out = []
+    for fast in (False, True):
+        engine = Engine(EngineConfig(vol=est))
+        sink = Counting()
+        (run_fast if fast else lambda tl, e, s: run_scalar(tl, [e], [s]))(tl, engine, sink)
+        out.append((sink.buf.getvalue(), engine.stats.as_dict()))
+    assert out[1] == out[0]
+    lines = out[0][0].splitlines()
+    assert len(lines) > 20
+    import orjson
+
+    acts = [orjson.loads(x) for x in lines]
+    assert {tuple(a["estimated_inputs"]) for a in acts if a["asset"] == "BTC"} == {
+        ("volatility_1d", "spot_spread_bps", "perp_funding_rate", "bid_depth_usd", "ask_depth_usd")
+    }
+    eth = [a["estimated_inputs"] for a in acts if a["asset"] == "ETH"]
+    assert "volatility_1d" not in eth[-1]

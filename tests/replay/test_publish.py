@@ -84,10 +84,13 @@ def test_publish_writes_both_topics_with_original_timestamps(
     for ts, key, value in got:
         tick = MarketTick.model_validate(value)  # a valid market-ticks record
         assert tick.asset == key and tick.ts == ts
-    # Published as the offline replay sees them: carried-forward fields, defaults filled.
+    # Published as the offline replay's engine sees them: what the data gives, carried
+    # forward per asset; nothing it does not (the live engine defaults and estimates those
+    # itself and names them in estimated_inputs).
     last_eth = got[-1][2]
-    assert last_eth["volatility_1d"] == 0.04 and last_eth["spot_spread_bps"] == 2.0
+    assert last_eth["volatility_1d"] == 0.04 and "spot_spread_bps" not in last_eth
     assert got[2][2]["spot_spread_bps"] == 3.0  # BTC's spread carried forward
+    assert "perp_funding_rate" not in got[2][2]
 
     recs = sorted((r.timestamp, r.key.decode(), r.value) for r in positions)
     assert [(ts - T0, key) for ts, key, _ in recs] == [(200, "a"), (500, "b"), (1500, "a")]

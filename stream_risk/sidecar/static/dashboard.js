@@ -214,10 +214,15 @@
     var cls = state.flash.has(row.position_id) ? "flash" : "";
     var size = '<td class="num ' + signClass(row.size) + '">' + qty(row.size) + "</td>";
     if (!a) {
-      var waiting = (row.waiting_for || []).join(", ");
+      // What it waits for, and why (e.g. "volatility_1d: estimating from prices: 5 of 20
+      // returns so far"), as the engine's /positions row says.
+      var w = row.waiting || {};
+      var waiting = (row.waiting_for || []).map(function (f) {
+        return w[f] ? f + " (" + w[f] + ")" : f;
+      }).join("; ");
       return '<tr data-position-id="' + pid + '" class="waiting ' + cls + '"><td class="pid">' + pid +
         '<span class="sub">' + esc(row.asset) + "</span></td>" + size + '<td class="num">–</td><td>' + badge("WAITING") +
-        '</td><td colspan="14">waiting for market data' + (waiting ? ": " + esc(waiting) : "") + "</td></tr>";
+        '</td><td colspan="14" class="waiting-for">waiting for market data' + (waiting ? ": " + esc(waiting) : "") + "</td></tr>";
     }
     var b = a.risk_breakdown || {};
     var p = a.pnl_scenarios || {};
@@ -234,6 +239,12 @@
         '<td class="num">' + usd(h.total_cost_usd) + '<span class="sub">' + (num(h.total_cost_bps) ? h.total_cost_bps.toFixed(1) : "–") + " bps</span></td>"
       : '<td class="muted">' + (a.reason_code === "HEDGE_TOO_EXPENSIVE" ? "too expensive" : "none") + '</td><td class="num muted">–</td>';
     var stale = a.stale_market_data ? '<span class="stale" title="the tick was older than max_tick_age">STALE</span>' : '<span class="fresh">fresh</span>';
+    var est = a.estimated_inputs || [];
+    if (est.length) {
+      // The feed did not give these: vol estimated from prices, the rest at defaults.
+      stale += '<span class="sub estimated" title="not from the feed: ' + esc(est.join(", ")) + '">' +
+        (est.indexOf("volatility_1d") >= 0 ? "vol est." : "defaults") + "</span>";
+    }
     var due = row.next_evaluation_ts;
     var reasoning = esc(a.reasoning || "");
     return '<tr data-position-id="' + pid + '" data-action="' + esc(a.action) + '" class="' + cls + '" title="' + reasoning + '">' +
