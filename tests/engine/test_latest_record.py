@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from expected import ASSESS_FIELDS
 
 from stream_risk.api import assess_body
 from stream_risk.engine import Engine, EngineConfig
@@ -25,20 +26,6 @@ from . import MIN, T0, only, position, price_tick, tick
 
 approx = pytest.approx
 
-#: The /assess fields a record carries with the same meaning (version/ts_ms differ).
-ASSESS_FIELDS = (
-    "action",
-    "hedge_pct",
-    "risk_score",
-    "reasoning",
-    "suggested_hedge",
-    "pnl_scenarios",
-    "position_notional_usd",
-    "current_unrealized_pnl",
-    "re_evaluate_minutes",
-    "risk_breakdown",
-    "reason_code",
-)
 
 MARKET = {
     "current_price": 44_000.0,

@@ -29,6 +29,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.record.util import calc_crc32c
+from expected import ASSESS_FIELDS
 
 from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker
 from stream_risk.kafka.processor import StreamProcessor
@@ -43,20 +44,6 @@ CODECS = ["gzip", "snappy", "lz4", "zstd"]
 #: Kafka's codec ids (the low 3 bits of a record batch's attributes).
 CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
-#: The fields of an action that `POST /assess` answers too (all but version/ts_ms).
-SAME = (
-    "action",
-    "hedge_pct",
-    "risk_score",
-    "reasoning",
-    "suggested_hedge",
-    "pnl_scenarios",
-    "position_notional_usd",
-    "current_unrealized_pnl",
-    "re_evaluate_minutes",
-    "risk_breakdown",
-    "reason_code",
-)
 
 #: Complete markets (every field of DESIGN §1), chosen to spread the book over the bands.
 MARKETS: dict[str, dict[str, float]] = {
@@ -259,7 +246,7 @@ async def test_librdkafka_producer_each_codec_every_action_right(
         assert a is not None
         market = MARKETS[p["asset"]]
         want = expected_action(p, market)
-        for field in SAME:
+        for field in ASSESS_FIELDS:
             assert a[field] == want[field], (p["position_id"], field, a[field], want[field])
         # Complete ticks: nothing estimated (the field is there once issue 12 §2 lands).
         assert a.get("estimated_inputs", []) == []
@@ -465,7 +452,7 @@ async def test_unreadable_positions_batch_is_held_loudly_others_go_on(
             a = latest[x["position_id"]]
             assert a is not None
             want = expected_action(x, MARKETS[x["asset"]])
-            assert {f: a[f] for f in SAME} == {f: want[f] for f in SAME}
+            assert {f: a[f] for f in ASSESS_FIELDS} == {f: want[f] for f in ASSESS_FIELDS}
 
 
 async def test_unreadable_tick_batch_holds_only_its_partition(

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from expected import ASSESS_FIELDS
 
 from stream_risk.sidecar import create_app
 
@@ -16,21 +17,6 @@ from .engine_harness import BTC_MARKET, TopicReader, config, now_ms, pos, produc
 from .test_risk_config import send_config
 
 pytestmark = pytest.mark.broker
-
-#: The fields of an action that `POST /assess` answers too (all but version/ts_ms).
-SAME = (
-    "action",
-    "hedge_pct",
-    "risk_score",
-    "reasoning",
-    "suggested_hedge",
-    "pnl_scenarios",
-    "position_notional_usd",
-    "current_unrealized_pnl",
-    "re_evaluate_minutes",
-    "risk_breakdown",
-    "reason_code",
-)
 
 
 async def test_every_action_replays_through_assess_and_names_its_records(
@@ -120,7 +106,7 @@ async def test_every_action_replays_through_assess_and_names_its_records(
             resp = await client.post("/assess", data=orjson.dumps(body))
             assert resp.status == 200, await resp.text()
             out = orjson.loads(await resp.read())
-            for f in SAME:
+            for f in ASSESS_FIELDS:
                 assert out[f] == a[f], (a["position_id"], a["trigger"], f)
             codes.add(a["reason_code"])
     finally:
