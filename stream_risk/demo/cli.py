@@ -20,6 +20,10 @@ EXIT_USAGE = 2
 
 #: The demo marks market data stale sooner than production (60 s), so feed gaps show.
 DEMO_MAX_TICK_AGE_S = 5.0
+#: The demo's hysteresis (DESIGN §12): its simulated scores wander across band edges
+#: within seconds; 2 points keeps the advice from flapping (0, the reference's behaviour,
+#: when a flag, env or the config file sets `risk.hysteresis_points`).
+DEMO_HYSTERESIS_POINTS = 2.0
 
 
 def _positive(
@@ -124,6 +128,9 @@ def _settings(args: argparse.Namespace, **flags: object) -> Settings:
         ) from None
     if "max_tick_age_s" not in settings.model_fields_set:  # not from a flag, env or file
         settings = settings.model_copy(update={"max_tick_age_s": DEMO_MAX_TICK_AGE_S})
+    if "hysteresis_points" not in settings.risk.model_fields_set:
+        risk = settings.risk.merged({"hysteresis_points": DEMO_HYSTERESIS_POINTS})
+        settings = settings.model_copy(update={"risk": risk})
     return settings
 
 
