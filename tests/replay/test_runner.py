@@ -120,3 +120,43 @@ def test_engines_in_lockstep_equal_separate_runs(tmp_path: Path) -> None:
     run_scalar(tl, [Engine(), Engine(EngineConfig(emit="all"))], [ActionLog(b) for b in together])
     assert [b.getvalue() for b in together] == [b.getvalue() for b in alone]
     assert together[0].getvalue() != together[1].getvalue()
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_resize_is_published_on_both_paths(tmp_path: Path, fast: bool) -> None:
+    """DESIGN §3: a resize publishes even when the advice's band and the score barely move
+    (10 → 15 BTC: 48.82 → 49.48, still HEDGE_PARTIAL), so the backtest's latest record,
+    like a live bot's, holds the hedge of the new size: 7.5 BTC."""
+    tick = {"asset": "BTC", "current_price": 44_000.0}
+    ticks = [{**tick, "ts": T0 + k * MIN} for k in range(1, 6)]
+    t = load_ticks(
+        write_jsonl(
+            tmp_path / "t.jsonl",
+            [
+                {
+                    **tick,
+                    "ts": T0,
+                    "volatility_1d": 0.05,
+                    "spot_spread_bps": 3.0,
+                    "perp_funding_rate": 0.08,
+                    "bid_depth_usd": 5e6,
+                    "ask_depth_usd": 5e6,
+                },
+                *ticks,
+            ],
+        )
+    )
+    base = {"position_id": "p1", "asset": "BTC", "entry_price": 45_000, "age_minutes": 60}
+    p = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{**base, "size": 10, "ts": T0}, {**base, "size": 15, "ts": T0 + 2 * MIN + 1}],
+    )
+    recs, _ = load_positions(p, t)
+    acts = replay(Timeline(t, recs, 0), fast)
+    # The opening (positions go first in a step) and the resize; the ticks in between and
+    # after move the age by a minute each (+0.04 points): suppressed.
+    assert [(a["trigger"], a["suggested_hedge"]["size"]) for a in acts] == [
+        ("position", 5.0),
+        ("position", 7.5),
+    ]
+    assert acts[-1]["risk_score"] == approx(30 + 2.5 + 15 + 1.98)  # age 60 as of the resize
