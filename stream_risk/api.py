@@ -6,6 +6,7 @@ bad field, in the shape both shells print.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -53,6 +54,9 @@ def parse_request(body: bytes | str) -> AssessRequest:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        better = _field_errors_of_lenient_json(body)
+        if better is not None:
+            raise better from None
         raise InvalidInput(
             [{"field": "body", "message": f"not valid JSON: {exc}", "type": "json_invalid"}]
         ) from None
@@ -63,6 +67,33 @@ def parse_request(body: bytes | str) -> AssessRequest:
     if req.config is not None:
         request_config(req)  # the cross-field rules, checked against the defaults
     return req
+
+
+def _field_errors_of_lenient_json(body: bytes | str) -> InvalidInput | None:
+    """The field to name when a body is JSON but for a non-finite number (`NaN`,
+    `Infinity`, `1e400`), which orjson rejects as a whole.
+
+    The stdlib parser runs only on this error path and only to improve the message: a body
+    orjson rejects is never accepted."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None  # no field to name: the body as a whole is not JSON
+    try:
+        AssessRequest.model_validate(data)
+    except ValidationError as exc:
+        err = InvalidInput(field_errors(exc))
+    except RecursionError:
+        return None
+    else:
+        return None  # valid only to the lenient parser: keep orjson's verdict
+    try:
+        orjson.dumps(err.body())  # field names come from the body: must be valid UTF-8
+    except orjson.JSONEncodeError:
+        return None
+    return err
 
 
 def request_config(req: AssessRequest, base: RiskConfig = DEFAULT_CONFIG) -> RiskConfig:
@@ -111,6 +142,7 @@ def response(a: Assessment, ts_ms: int) -> dict[str, Any]:
 
 
 def assess_body(body: bytes | str, ts_ms: int) -> tuple[Assessment, dict[str, Any]]:
-    """Validate, assess and build the response in one call."""
+    """Validate, assess and build the response in one call: `POST /assess` and
+    `stream-risk assess` alike."""
     a = assess_request(parse_request(body))
     return a, response(a, ts_ms)

@@ -221,11 +221,11 @@ def _assess_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _assess(args: argparse.Namespace) -> int:
-    from stream_risk.sidecar.app import assess_bytes  # the same parsing as POST /assess
+    from stream_risk.api import assess_body  # the same parsing as POST /assess
 
     body = _read_input(args.file)
     try:
-        _, out = assess_bytes(body, time.time_ns() // 1_000_000)
+        _, out = assess_body(body, time.time_ns() // 1_000_000)
     except InvalidInput as exc:
         for e in exc.errors:
             print(f"{e['field']}: {e['message']}", file=sys.stderr)

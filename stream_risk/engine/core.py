@@ -23,7 +23,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 
-from stream_risk.assessor import Assessment, assess
+from stream_risk.assessor import assess
 from stream_risk.config import DEFAULT_CONFIG, RiskConfig, patch_dict
 from stream_risk.engine.estimates import MarketDefaults, VolEstimator
 from stream_risk.engine.events import (
@@ -741,7 +741,6 @@ class Engine:
         res.assessments += 1
         stats = self.stats
         stats.assessments += 1
-        pos.last_assessed_ts = event_ts
         due = event_ts + a.re_evaluate_minutes * 60_000
         self.schedule(pos, due)
         stale = now_ms - market.ts > self.config.max_tick_age_ms
@@ -826,22 +825,6 @@ class Engine:
         )
         stats.published += 1
         res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))
-
-    @staticmethod
-    def _action_record(
-        pos: PositionState,
-        market: MarketState,
-        a: Assessment,
-        trigger: Trigger,
-        event_ts: int,
-        now_ms: int,
-        stale: bool,
-        due: int,
-    ) -> dict[str, Any]:
-        """The action record of `a` (see `stream_risk.engine.record.action_record`)."""
-        return action_record(
-            a, pos.position_id, pos.asset, trigger, event_ts, market.ts, pos.ts, now_ms, stale, due
-        )
 
 
 def _scope_order(scope: str) -> tuple[int, str]:

@@ -34,11 +34,6 @@ REASON_HYSTERESIS: Final = "HYSTERESIS_HOLD"
 HYSTERESIS: Final = "hysteresis:"
 
 
-def config_diff(cfg: RiskConfig) -> dict[str, Any]:
-    """The fields of `cfg` that differ from the defaults (cached on the config)."""
-    return cfg.diff_from_defaults
-
-
 def apply_stale_policy(a: Assessment, policy: str) -> bool:
     """Change the advice of `a` (made on stale market data) per `stale_policy`.
 

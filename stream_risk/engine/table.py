@@ -362,7 +362,6 @@ class PositionState:
         "config_version",
         "entry_price",
         "last",
-        "last_assessed_ts",
         "next_due",
         "offset",
         "opened_at",
@@ -394,7 +393,6 @@ class PositionState:
         #: partition is kept of the record's lineage: it costs no memory of its own.
         self.partition = -1
         self.last: LastAction | None = None
-        self.last_assessed_ts = -1
         self.next_due = -1  # event time of the next timer re-assessment; -1 = none
         self.timer_seq = -1  # sequence number of that timer's heap entry (Timers)
 

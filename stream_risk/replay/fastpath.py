@@ -645,7 +645,6 @@ class _FastRun:
                 ).re_evaluate_minutes
                 stats.assessments += n
                 stats.suppressed += n
-                pos.last_assessed_ts = t_last
                 dirty.append((first_row, idx, pos, t_last + re_eval * _MIN))
         if dirty:
             dirty.sort(key=lambda d: (d[0], d[1]))

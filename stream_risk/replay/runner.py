@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any, Protocol
 
 import numpy as np
@@ -250,15 +249,6 @@ def finish(engine: Engine, sink: Sink, until: int) -> None:
     """After the last event: fire every timer due up to `until`, each at its due time."""
     while (due := engine.next_due()) is not None and due <= until:
         sink(due, engine.fire_timers(due), engine)
-
-
-def open_actions(path: Path) -> IO[bytes]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("wb")
-
-
-def stats_of(engine: Engine) -> dict[str, Any]:
-    return engine.stats.as_dict()
 
 
 __all__ = [

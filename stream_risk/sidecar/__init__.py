@@ -4,9 +4,7 @@ from stream_risk.sidecar.app import (
     DEFAULT_MAX_BODY_BYTES,
     METRICS_KEY,
     STATE_KEY,
-    assess_bytes,
     create_app,
-    parse_body,
 )
 from stream_risk.sidecar.metrics import Metrics
 from stream_risk.sidecar.state import SidecarState, StatelessState
@@ -18,7 +16,5 @@ __all__ = [
     "Metrics",
     "SidecarState",
     "StatelessState",
-    "assess_bytes",
     "create_app",
-    "parse_body",
 ]

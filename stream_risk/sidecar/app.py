@@ -14,7 +14,6 @@ whatever its content type, and the response serialised by orjson.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,11 +23,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 
-from stream_risk.api import InvalidInput, assess_request, field_errors, parse_request, response
-from stream_risk.assessor import Assessment
-from stream_risk.models import AssessRequest
+from stream_risk.api import InvalidInput, assess_body
 from stream_risk.sidecar.dashboard import add_dashboard
 from stream_risk.sidecar.exposure import book_exposure, exposure_of
 from stream_risk.sidecar.metrics import Metrics
@@ -57,50 +53,6 @@ _JSON: Final = "application/json"
 _HEALTHZ_BODY: Final = orjson.dumps({"status": "ok"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-# ---------------------------------------------------------------------- parsing
-def parse_body(body: bytes | str) -> AssessRequest:
-    """`stream_risk.api.parse_request`, naming the field when the body is JSON but for a
-    non-finite number (`NaN`, `Infinity`, `1e400`), which orjson rejects as a whole.
-
-    Raises `InvalidInput`. The stdlib fallback runs only on the error path and only to
-    improve the message: a body orjson rejects is never accepted.
-    """
-    try:
-        return parse_request(body)
-    except InvalidInput as exc:
-        if exc.errors and exc.errors[0]["type"] == "json_invalid":
-            better = _field_errors_of_lenient_json(body)
-            if better is not None:
-                raise better from None
-        raise
-
-
-def _field_errors_of_lenient_json(body: bytes | str) -> InvalidInput | None:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    try:
-        AssessRequest.model_validate(data)
-    except ValidationError as exc:
-        err = InvalidInput(field_errors(exc))
-    except RecursionError:
-        return None
-    else:
-        return None  # valid only to the lenient parser: keep orjson's verdict
-    try:
-        orjson.dumps(err.body())  # field names come from the body: must be valid UTF-8
-    except orjson.JSONEncodeError:
-        return None
-    return err
-
-
-def assess_bytes(body: bytes | str, ts_ms: int) -> tuple[Assessment, dict[str, Any]]:
-    """Validate (see `parse_body`), assess and build the `/assess` response."""
-    a = assess_request(parse_body(body))
-    return a, response(a, ts_ms)
 
 
 def _error_kind(exc: InvalidInput) -> str:
@@ -166,7 +118,7 @@ def create_app(
             declared = request.content_length
             if declared is not None and declared > limit:
                 raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
-            a, out = assess_bytes(await request.read(), now_ns() // 1_000_000)
+            a, out = assess_body(await request.read(), now_ns() // 1_000_000)
             resp = web.Response(body=orjson.dumps(out), content_type=_JSON)
             m.http_assessments.inc()
             m.action(a.action)

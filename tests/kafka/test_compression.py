@@ -31,10 +31,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.record.util import calc_crc32c
 from expected import ASSESS_FIELDS
 
+from stream_risk.api import assess_body
 from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker
 from stream_risk.kafka.processor import StreamProcessor
 from stream_risk.sidecar import create_app
-from stream_risk.sidecar.app import assess_bytes
 
 from .engine_harness import T_WAIT, TopicReader, config, now_ms, running, wait_for
 
@@ -108,7 +108,7 @@ def expected_action(position: dict[str, Any], market: dict[str, float]) -> dict[
     """`POST /assess` of the inputs sent (the stateless path, no engine involved)."""
     p = {k: v for k, v in position.items() if k not in ("position_id", "ts")}
     body = orjson.dumps({"position": p, "market": market})
-    _, out = assess_bytes(body, 0)
+    _, out = assess_body(body, 0)
     return out
 
 
