@@ -11,13 +11,16 @@ from __future__ import annotations
 from typing import Any, Final
 
 from stream_risk.config import DEFAULT_CONFIG, RiskConfig
+from stream_risk.rules import ACTIONS as ACTIONS
+from stream_risk.rules import BAND_NAMES, BANDS
 
-HOLD: Final = "HOLD"
-REDUCE: Final = "REDUCE"
-HEDGE_PARTIAL: Final = "HEDGE_PARTIAL"
-HEDGE_FULL: Final = "HEDGE_FULL"
-LIQUIDATE: Final = "LIQUIDATE"
-ACTIONS: Final = (HOLD, REDUCE, HEDGE_PARTIAL, HEDGE_FULL, LIQUIDATE)
+#: The actions and band names of `stream_risk.rules.BANDS`, safest first.
+HOLD: Final = ACTIONS[0]
+REDUCE: Final = ACTIONS[1]
+HEDGE_PARTIAL: Final = ACTIONS[2]
+HEDGE_FULL: Final = ACTIONS[3]
+LIQUIDATE: Final = ACTIONS[4]
+_LOW, _LOW_MODERATE, _MODERATE, _HIGH, _CRITICAL = BAND_NAMES
 
 SPOT_SELL: Final = "spot_sell"
 SPOT_BUY: Final = "spot_buy"
@@ -27,11 +30,8 @@ PERP_LONG: Final = "perp_long"
 #: Why an action was taken (a fixed set; DESIGN §10 extends it in the engine).
 REASON_FLAT: Final = "FLAT_POSITION"
 REASON_TOO_EXPENSIVE: Final = "HEDGE_TOO_EXPENSIVE"
-#: "SCORE_" + band.upper().replace("-", "_") for the bands `assess` sets.
-_SCORE_CODES: Final = {
-    band: "SCORE_" + band.upper().replace("-", "_")
-    for band in ("low", "low-moderate", "moderate", "high", "critical")
-}
+#: The reason code of each score band (`Band.reason_code`).
+_SCORE_CODES: Final = {b.name: b.reason_code for b in BANDS}
 
 
 class Hedge:
@@ -331,14 +331,14 @@ def assess(
         max_loss_pct,
         max_hold_minutes,
         max_hedge_cost_bps,
-        loss_w,
-        age_w,
+        loss_weight,
+        age_weight,
         vol_extreme_points,
         vol_high_points,
         vol_low_points,
-        liq_w,
-        high_vol,
-        extreme_vol,
+        liquidity_weight,
+        high_vol_threshold,
+        extreme_vol_threshold,
         vol_reference,
         zero_vol_adjustment,
         funding_threshold,
@@ -348,15 +348,15 @@ def assess(
         hedge_full_score,
         hedge_partial_score,
         reduce_score,
-        liquidate_pct,
+        liquidate_hedge_pct,
         hedge_full_pct,
         hedge_partial_pct,
         reduce_pct,
-        fast_score,
-        medium_score,
-        fast_minutes,
-        medium_minutes,
-        slow_minutes,
+        fast_re_eval_score,
+        medium_re_eval_score,
+        fast_re_eval_minutes,
+        medium_re_eval_minutes,
+        slow_re_eval_minutes,
     ) = cfg.constants
     a = Assessment()
     a.asset = asset
@@ -374,11 +374,11 @@ def assess(
         a.action = HOLD
         a.hedge_pct = 0.0
         a.risk_score = a.loss_score = a.age_score = a.vol_score = a.liquidity_score = 0.0
-        a.band = "low"
+        a.band = _LOW
         a.instrument = None
         a.full_hedge_bps = 0.0
         a.too_expensive = False
-        a.re_evaluate_minutes = slow_minutes
+        a.re_evaluate_minutes = slow_re_eval_minutes
         return a
 
     # 1. Loss severity: the worse of the ±large moves, size × (price × m), scaled by how
@@ -389,20 +389,24 @@ def assess(
     loss_pct = worst / notional if notional > 0 else 0.0
     vol = volatility_1d
     vol_adj = min(1.0, 1.0 / (vol_reference / vol)) if vol > 0 else zero_vol_adjustment
-    loss = min(loss_w, (loss_pct / max_loss_pct) * loss_w * vol_adj)
+    loss = min(loss_weight, (loss_pct / max_loss_pct) * loss_weight * vol_adj)
     # 2. Age.
-    age = min(age_w, (age_minutes / max_hold_minutes) * age_w)
+    age = min(age_weight, (age_minutes / max_hold_minutes) * age_weight)
     # 3. Volatility regime.
-    if vol >= extreme_vol:
+    if vol >= extreme_vol_threshold:
         vol_score = vol_extreme_points
-    elif vol >= high_vol:
+    elif vol >= high_vol_threshold:
         vol_score = vol_high_points
     else:
-        vol_score = vol / high_vol * vol_low_points
+        vol_score = vol / high_vol_threshold * vol_low_points
     # 4. Size against the depth the exit would hit.
     long = size > 0
     depth = bid_depth_usd if long else ask_depth_usd
-    liquidity = min(liq_w, (notional / depth) * liq_w) if depth > 0 else liq_w
+    liquidity = (
+        min(liquidity_weight, (notional / depth) * liquidity_weight)
+        if depth > 0
+        else liquidity_weight
+    )
 
     score = loss + age + vol_score + liquidity
     score = 100.0 if score > 100.0 else (0.0 if score < 0.0 else score)
@@ -424,16 +428,17 @@ def assess(
     bps = (total / hedge_notional) * 10000 if hedge_notional > 0 else 0.0
     a.full_hedge_bps = bps
 
+    # The bands of `stream_risk.rules.BANDS`, riskiest first (inline: the hot path).
     if score >= liquidate_score:
-        a.band, action, h = "critical", LIQUIDATE, liquidate_pct
+        a.band, action, h = _CRITICAL, LIQUIDATE, liquidate_hedge_pct
     elif score >= hedge_full_score:
-        a.band, action, h = "high", HEDGE_FULL, hedge_full_pct
+        a.band, action, h = _HIGH, HEDGE_FULL, hedge_full_pct
     elif score >= hedge_partial_score:
-        a.band, action, h = "moderate", HEDGE_PARTIAL, hedge_partial_pct
+        a.band, action, h = _MODERATE, HEDGE_PARTIAL, hedge_partial_pct
     elif score >= reduce_score:
-        a.band, action, h = "low-moderate", REDUCE, reduce_pct
+        a.band, action, h = _LOW_MODERATE, REDUCE, reduce_pct
     else:
-        a.band, action, h = "low", HOLD, 0.0
+        a.band, action, h = _LOW, HOLD, 0.0
     if bps > max_hedge_cost_bps:
         a.too_expensive = True
         action, h = HOLD, 0.0
@@ -443,10 +448,10 @@ def assess(
     a.hedge_pct = h
     a.instrument = instrument if h > 0 else None
 
-    if score >= fast_score:
-        a.re_evaluate_minutes = fast_minutes
-    elif score >= medium_score:
-        a.re_evaluate_minutes = medium_minutes
+    if score >= fast_re_eval_score:
+        a.re_evaluate_minutes = fast_re_eval_minutes
+    elif score >= medium_re_eval_score:
+        a.re_evaluate_minutes = medium_re_eval_minutes
     else:
-        a.re_evaluate_minutes = slow_minutes
+        a.re_evaluate_minutes = slow_re_eval_minutes
     return a

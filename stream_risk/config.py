@@ -10,10 +10,45 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any, Literal, Self
+from typing import Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
+
+#: The fields `assessor.assess` unpacks from `RiskConfig.constants`, in that order. The
+#: assessor's unpacking uses these very names (tests/test_assessor.py compares them), so a
+#: reorder cannot silently swap two weights.
+ASSESSOR_CONSTANTS: Final = (
+    "max_loss_pct",
+    "max_hold_minutes",
+    "max_hedge_cost_bps",
+    "loss_weight",
+    "age_weight",
+    "vol_extreme_points",
+    "vol_high_points",
+    "vol_low_points",
+    "liquidity_weight",
+    "high_vol_threshold",
+    "extreme_vol_threshold",
+    "vol_reference",
+    "zero_vol_adjustment",
+    "funding_threshold",
+    "days_per_year",
+    "large_move",
+    "liquidate_score",
+    "hedge_full_score",
+    "hedge_partial_score",
+    "reduce_score",
+    "liquidate_hedge_pct",
+    "hedge_full_pct",
+    "hedge_partial_pct",
+    "reduce_pct",
+    "fast_re_eval_score",
+    "medium_re_eval_score",
+    "fast_re_eval_minutes",
+    "medium_re_eval_minutes",
+    "slow_re_eval_minutes",
+)
 
 
 class RiskConfig(BaseModel):
@@ -129,38 +164,9 @@ class RiskConfig(BaseModel):
 
     @cached_property
     def constants(self) -> tuple[Any, ...]:
-        """Every constant the assessor reads, in its order: one attribute read per call."""
-        return (
-            self.max_loss_pct,
-            self.max_hold_minutes,
-            self.max_hedge_cost_bps,
-            self.loss_weight,
-            self.age_weight,
-            self.vol_extreme_points,
-            self.vol_high_points,
-            self.vol_low_points,
-            self.liquidity_weight,
-            self.high_vol_threshold,
-            self.extreme_vol_threshold,
-            self.vol_reference,
-            self.zero_vol_adjustment,
-            self.funding_threshold,
-            self.days_per_year,
-            self.large_move,
-            self.liquidate_score,
-            self.hedge_full_score,
-            self.hedge_partial_score,
-            self.reduce_score,
-            self.liquidate_hedge_pct,
-            self.hedge_full_pct,
-            self.hedge_partial_pct,
-            self.reduce_pct,
-            self.fast_re_eval_score,
-            self.medium_re_eval_score,
-            self.fast_re_eval_minutes,
-            self.medium_re_eval_minutes,
-            self.slow_re_eval_minutes,
-        )
+        """Every constant the assessor reads, in the order of `ASSESSOR_CONSTANTS` (its
+        unpacking names them the same: a test checks it): one attribute read per call."""
+        return tuple(getattr(self, name) for name in ASSESSOR_CONSTANTS)
 
     @cached_property
     def diff_from_defaults(self) -> dict[str, Any]:

@@ -40,11 +40,12 @@ from aiokafka.errors import KafkaError
 
 from stream_risk.demo.book import BookSimulator
 from stream_risk.demo.market import MarketSimulator
+from stream_risk.rules import ACTIONS
 from stream_risk.settings import Settings
 
 log = logging.getLogger("stream_risk.demo")
 
-ACTION_ORDER: Final = ("HOLD", "REDUCE", "HEDGE_PARTIAL", "HEDGE_FULL", "LIQUIDATE")
+ACTION_ORDER: Final = ACTIONS  # safest first (stream_risk.rules)
 #: (logger, message prefix) of what the embedded broker is known to cause at start: it
 #: refuses idempotent producers (DESIGN §9), which the engine probes for and then falls back
 #: from. Expected here, so the demo keeps these in its log file, off the screen.

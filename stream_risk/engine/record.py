@@ -12,18 +12,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 from stream_risk import __version__
-from stream_risk.assessor import (
-    HEDGE_FULL,
-    HEDGE_PARTIAL,
-    HOLD,
-    LIQUIDATE,
-    REDUCE,
-    Assessment,
-    hedge_at,
-)
-from stream_risk.config import RiskConfig
+from stream_risk.assessor import HOLD, REDUCE, Assessment, hedge_at
 from stream_risk.engine.events import NO_LINEAGE, Lineage
 from stream_risk.models import SCHEMA_VERSION
+from stream_risk.rules import BANDS, RANK, hedge_fractions, thresholds
 
 #: reason_code when the stale-data policy decided the action (docs/design.md D9).
 REASON_STALE: Final = "STALE_MARKET_DATA"
@@ -49,7 +41,7 @@ def apply_stale_policy(a: Assessment, policy: str) -> bool:
         return False
     if policy.startswith(HYSTERESIS):
         held = policy[len(HYSTERESIS) :]
-        _hold(a, held, _band_table(a.cfg)[4 - _RANK[held]][2])
+        _hold(a, held, hedge_fractions(a.cfg)[RANK[held]])
         return True
     if policy == "hold":
         a.action = HOLD
@@ -164,20 +156,6 @@ def action_record(
     return value
 
 
-#: The score bands' order, from the safest.
-_RANK: Final = {HOLD: 0, REDUCE: 1, HEDGE_PARTIAL: 2, HEDGE_FULL: 3, LIQUIDATE: 4}
-
-
-def _band_table(cfg: RiskConfig) -> tuple[tuple[str, float, float], ...]:
-    """(action, lower threshold, hedge fraction) of each band above HOLD, riskiest first."""
-    return (
-        (LIQUIDATE, cfg.liquidate_score, cfg.liquidate_hedge_pct),
-        (HEDGE_FULL, cfg.hedge_full_score, cfg.hedge_full_pct),
-        (HEDGE_PARTIAL, cfg.hedge_partial_score, cfg.hedge_partial_pct),
-        (REDUCE, cfg.reduce_score, cfg.reduce_pct),
-    )
-
-
 def _hold(a: Assessment, action: str, h: float) -> None:
     a.action = action
     a.hedge_pct = h
@@ -204,15 +182,18 @@ def apply_hysteresis(a: Assessment, held: str) -> str | None:
     points = cfg.hysteresis_points
     if points <= 0 or a.size == 0 or a.too_expensive:
         return None
-    rank = _RANK.get(held)
-    model = _RANK[a.action]
+    rank = RANK.get(held)
+    model = RANK[a.action]
     if rank is None or rank <= model:
         return None
     score = a.risk_score
-    for action, threshold, h in _band_table(cfg)[4 - rank :]:
-        if _RANK[action] <= model:
+    for band, threshold, h in thresholds(cfg):
+        if band > rank:
+            continue
+        if band <= model:
             break
         if score >= threshold - points:
+            action = BANDS[band].action
             _hold(a, action, h)
             return HYSTERESIS + action
     return None
@@ -222,7 +203,9 @@ def _hysteresis_reasoning(a: Assessment, model_reasoning: str) -> str:
     """ "Risk score 44/100 (low-moderate). Holding HEDGE_PARTIAL until the score falls below
     43 (hysteresis 2 points): recommend 50% hedge via ..." (the held action's own advice)."""
     points = a.cfg.hysteresis_points
-    threshold = _band_table(a.cfg)[4 - _RANK[a.action]][1]
+    field = BANDS[RANK[a.action]].threshold_field
+    assert field is not None  # a held band is above the lowest
+    threshold: float = getattr(a.cfg, field)
     head = f"Risk score {a.risk_score:.0f}/100 ({a.band})."
     advice = model_reasoning[len(head) :].strip()
     advice = advice[:1].lower() + advice[1:]

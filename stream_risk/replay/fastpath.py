@@ -38,12 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from stream_risk.assessor import ACTIONS, PERP_LONG, PERP_SHORT, SPOT_BUY, SPOT_SELL, assess
+from stream_risk.assessor import PERP_LONG, PERP_SHORT, SPOT_BUY, SPOT_SELL, assess
 from stream_risk.config import RiskConfig
 from stream_risk.engine import Engine
 from stream_risk.engine.events import NO_LINEAGE, Event
 from stream_risk.engine.table import MarketState, PositionState
 from stream_risk.replay.runner import Progress, Sink, Timeline, finish
+from stream_risk.rules import ACTIONS, hedge_fractions, thresholds
 
 INSTRUMENTS: tuple[str | None, ...] = (None, SPOT_SELL, SPOT_BUY, PERP_SHORT, PERP_LONG)
 _INSTR_CODE = {name: i for i, name in enumerate(INSTRUMENTS)}
@@ -88,37 +89,28 @@ def assess_arrays(
     cfg: RiskConfig,
 ) -> Arrays:
     """`assessor.assess` over arrays of market inputs (same operations in the same order)."""
-    (
-        max_loss_pct,
-        max_hold_minutes,
-        max_hedge_cost_bps,
-        loss_w,
-        age_w,
-        vol_extreme_points,
-        vol_high_points,
-        vol_low_points,
-        liq_w,
-        high_vol,
-        extreme_vol,
-        vol_reference,
-        zero_vol_adjustment,
-        funding_threshold,
-        days_per_year,
-        large_move,
-        liquidate_score,
-        hedge_full_score,
-        hedge_partial_score,
-        reduce_score,
-        liquidate_pct,
-        hedge_full_pct,
-        hedge_partial_pct,
-        reduce_pct,
-        fast_score,
-        medium_score,
-        fast_minutes,
-        medium_minutes,
-        slow_minutes,
-    ) = cfg.constants
+    # The constants by name (the assessor unpacks `cfg.constants` on its hot path).
+    max_loss_pct = cfg.max_loss_pct
+    max_hold_minutes = cfg.max_hold_minutes
+    max_hedge_cost_bps = cfg.max_hedge_cost_bps
+    loss_w = cfg.loss_weight
+    age_w = cfg.age_weight
+    vol_extreme_points = cfg.vol_extreme_points
+    vol_high_points = cfg.vol_high_points
+    vol_low_points = cfg.vol_low_points
+    liq_w = cfg.liquidity_weight
+    high_vol = cfg.high_vol_threshold
+    extreme_vol = cfg.extreme_vol_threshold
+    vol_reference = cfg.vol_reference
+    zero_vol_adjustment = cfg.zero_vol_adjustment
+    funding_threshold = cfg.funding_threshold
+    days_per_year = cfg.days_per_year
+    large_move = cfg.large_move
+    fast_score = cfg.fast_re_eval_score
+    medium_score = cfg.medium_re_eval_score
+    fast_minutes = cfg.fast_re_eval_minutes
+    medium_minutes = cfg.medium_re_eval_minutes
+    slow_minutes = cfg.slow_re_eval_minutes
     n = len(price)
     if size == 0:
         zeros = np.zeros(n)
@@ -166,17 +158,11 @@ def assess_arrays(
         total = hedge_notional * (spread / 10000) + np.where(funding_1d > 0.0, funding_1d, 0.0)
         bps = np.where(hedge_notional > 0, (total / hedge_notional) * 10000, 0.0)
 
-    action = np.select(
-        [
-            score >= liquidate_score,
-            score >= hedge_full_score,
-            score >= hedge_partial_score,
-            score >= reduce_score,
-        ],
-        [4, 3, 2, 1],
-        0,
-    ).astype(np.int8)
-    pct = np.array([0.0, reduce_pct, hedge_partial_pct, hedge_full_pct, liquidate_pct])
+    bands = thresholds(cfg)  # stream_risk.rules: riskiest first
+    action = np.select([score >= t for _, t, _ in bands], [i for i, _, _ in bands], 0).astype(
+        np.int8
+    )
+    pct = np.array(hedge_fractions(cfg))
     too_expensive = bps > max_hedge_cost_bps
     action = np.where(too_expensive, 0, action).astype(np.int8)
     hedge_pct = np.where(too_expensive, 0.0, pct[action])

@@ -38,8 +38,8 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from stream_risk.assessor import ACTIONS
 from stream_risk.replay.runner import BANDS, TRIGGERS, ActionLog, Timeline
+from stream_risk.rules import ACTIONS
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000

@@ -27,31 +27,19 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from stream_risk.assessor import ACTIONS
-from stream_risk.config import RiskConfig
 from stream_risk.engine import Engine, Output, PositionEvent, StepResult, TickEvent
 from stream_risk.engine.events import NO_LINEAGE, ConfigEvent, Event, Lineage
 from stream_risk.models import MarketTick
 from stream_risk.replay.sources import ConfigRecord, PositionRecord, Ticks
+from stream_risk.rules import ACTIONS, BAND_NAMES, band_index
 
 Progress = Callable[[float], None]
 
-BANDS: tuple[str, ...] = ("low", "low-moderate", "moderate", "high", "critical")
+#: Band names by index, and a score's band (`stream_risk.rules`).
+BANDS: tuple[str, ...] = BAND_NAMES
 ACTION_CODE = {a: i for i, a in enumerate(ACTIONS)}
 TRIGGERS: tuple[str, ...] = ("position", "tick", "timer", "config")
-
-
-def band_of(score: float, cfg: RiskConfig) -> int:
-    """Index in BANDS of a score under `cfg`'s action thresholds."""
-    if score >= cfg.liquidate_score:
-        return 4
-    if score >= cfg.hedge_full_score:
-        return 3
-    if score >= cfg.hedge_partial_score:
-        return 2
-    if score >= cfg.reduce_score:
-        return 1
-    return 0
+band_of = band_index
 
 
 @dataclass(slots=True)

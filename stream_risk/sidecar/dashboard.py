@@ -38,6 +38,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from stream_risk.rules import ACTIONS
 from stream_risk.sidecar.exposure import Exposure, exposure_of
 from stream_risk.sidecar.metrics import Metrics
 from stream_risk.sidecar.state import SidecarState
@@ -337,6 +338,8 @@ class DashboardHub:
                 "recent": list(self._recent),
                 "status": self._status,
                 "interval_ms": int(self.interval * 1000),
+                # The bands' actions, safest first (stream_risk.rules): the page's order.
+                "actions": list(ACTIONS),
                 "server_ts": time.time_ns() // 1_000_000,
             },
             self._seq,

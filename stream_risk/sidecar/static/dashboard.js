@@ -3,6 +3,7 @@
 (function () {
   "use strict";
 
+  // The actions, safest first: replaced by the server's (stream_risk.rules) on each snapshot.
   var ACTIONS = ["HOLD", "REDUCE", "HEDGE_PARTIAL", "HEDGE_FULL", "LIQUIDATE"];
   var FEED_MAX = 120;
 
@@ -331,6 +332,7 @@
   }
 
   function onSnapshot(d) {
+    if (d.actions && d.actions.length) ACTIONS = d.actions;
     state.rows = new Map();
     (d.rows || []).forEach(function (r) { state.rows.set(r.position_id, r); });
     state.exposure = d.exposure || {};
