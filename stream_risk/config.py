@@ -203,3 +203,19 @@ RiskConfigPatch: type[BaseModel] = create_model(  # type: ignore[call-overload]
 def patch_dict(patch: BaseModel | None) -> dict[str, Any]:
     """The fields a patch actually sets."""
     return {} if patch is None else patch.model_dump(exclude_none=True)
+
+
+#: Scopes of `risk-config` keys, from the weakest (DESIGN §10, docs/design.md D9).
+SCOPE_GLOBAL: Final = "global"
+SCOPE_ASSET: Final = "asset:"
+SCOPE_POSITION: Final = "position:"
+#: The key forms, for messages that tell a person what to send.
+SCOPE_FORMS: Final = "global, asset:<ASSET> or position:<POSITION_ID>"
+
+
+def is_scope(key: str) -> bool:
+    """Whether `key` names a risk-config scope: `global`, `asset:<A>` or `position:<ID>`."""
+    if key == SCOPE_GLOBAL:
+        return True
+    kind, sep, name = key.partition(":")
+    return bool(sep and name) and kind + sep in (SCOPE_ASSET, SCOPE_POSITION)

@@ -258,3 +258,23 @@ def test_patch_frozen() -> None:
     p = RiskConfigPatch.model_validate({"max_loss_pct": 0.1})
     with pytest.raises(ValidationError):
         p.max_loss_pct = 0.2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [
+        ("global", True),
+        ("asset:BTC", True),
+        ("position:desk-1:btc", True),  # an id may hold colons
+        ("asset:", False),
+        ("position:", False),
+        ("globals", False),
+        ("assets:BTC", False),
+        ("BTC", False),
+        ("", False),
+    ],
+)
+def test_risk_config_scopes(key: str, ok: bool) -> None:
+    from stream_risk.config import is_scope
+
+    assert is_scope(key) is ok

@@ -24,7 +24,14 @@ import orjson
 from pydantic import ValidationError
 
 from stream_risk.assessor import assess
-from stream_risk.config import DEFAULT_CONFIG, RiskConfig, patch_dict
+from stream_risk.config import (
+    DEFAULT_CONFIG,
+    SCOPE_ASSET,
+    SCOPE_GLOBAL,
+    SCOPE_POSITION,
+    RiskConfig,
+    patch_dict,
+)
 from stream_risk.engine.estimates import MarketDefaults, VolEstimator
 from stream_risk.engine.events import (
     NO_LINEAGE,
@@ -53,10 +60,6 @@ from stream_risk.models import MarketTick, PositionMessage
 
 EmitPolicy = Literal["changed", "all"]
 
-#: Scopes of `risk-config` keys, from the weakest (docs/design.md D9).
-SCOPE_GLOBAL = "global"
-SCOPE_ASSET = "asset:"
-SCOPE_POSITION = "position:"
 #: The notional limits a scope may set (checked on exposure, not by the model).
 LIMIT_FIELDS = ("max_net_notional_usd", "max_gross_notional_usd")
 #: How many config changes `config_view()` remembers.

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import orjson
 from pydantic import ValidationError
 
-from stream_risk.config import RiskConfigPatch, patch_dict
+from stream_risk.config import SCOPE_FORMS, RiskConfigPatch, is_scope, patch_dict
 from stream_risk.engine.events import ConfigEvent, Lineage, PositionEvent, TickEvent
 from stream_risk.models import MarketTick, PositionMessage
 
@@ -210,10 +210,6 @@ def decode_action(value: bytes | None) -> dict[str, Any] | None:
     return out if isinstance(out, dict) else None
 
 
-#: Scope keys of `risk-config` records (docs/design.md D9).
-CONFIG_SCOPES = ("global", "asset:<ASSET>", "position:<POSITION_ID>")
-
-
 def decode_config(rec: Record, headers: Any = ()) -> ConfigEvent | DeadLetter:
     """A `risk-config` record: key = scope, value = partial config (JSON object) or null.
 
@@ -225,10 +221,9 @@ def decode_config(rec: Record, headers: Any = ()) -> ConfigEvent | DeadLetter:
         scope = "" if raw_key is None else raw_key.decode()
     except UnicodeDecodeError:
         return DeadLetter("risk-config key is not UTF-8", "key", lin, raw_key, rec.value)
-    kind, _, name = scope.partition(":")
-    if not (scope == "global" or (kind in ("asset", "position") and name)):
+    if not is_scope(scope):
         return DeadLetter(
-            f"risk-config key {scope!r} is no scope: use one of {', '.join(CONFIG_SCOPES)}",
+            f"risk-config key {scope!r} is no scope: use one of {SCOPE_FORMS}",
             "key",
             lin,
             raw_key,

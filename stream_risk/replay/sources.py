@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
-from stream_risk.config import RiskConfigPatch, patch_dict
+from stream_risk.config import SCOPE_FORMS, RiskConfigPatch, is_scope, patch_dict
 from stream_risk.engine.estimates import (
     MARKET_INPUTS,
     MarketDefaults,
@@ -882,14 +882,8 @@ def load_risk_config(path: str | Path) -> list[ConfigRecord]:
         if not isinstance(body, dict):
             raise SourceError(f"{where}: not a JSON object")
         scope = body.get("scope", body.get("key"))
-        kind, _, name = str(scope).partition(":")
-        if not isinstance(scope, str) or not (
-            scope == "global" or (kind in ("asset", "position") and name)
-        ):
-            raise SourceError(
-                f"{where}: field scope: {scope!r} is no scope: use global, asset:<ASSET> "
-                "or position:<POSITION_ID>"
-            )
+        if not isinstance(scope, str) or not is_scope(scope):
+            raise SourceError(f"{where}: field scope: {scope!r} is no scope: use {SCOPE_FORMS}")
         ts = body.get("ts")
         if isinstance(ts, str):
             ts = iso_to_ms(ts)
