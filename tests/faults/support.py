@@ -402,10 +402,13 @@ class Book:
         return contract_assess(pos.size, pos.age_minutes + (event_ts - pos.ts) / 60_000, m)
 
     def check_latest(self, latest: dict[str, dict[str, Any] | None]) -> dict[str, int]:
-        """Every position's latest action is what its final inputs call for (DESIGN §3:
-        under `changed` emission the last *published* action may be from an earlier
-        assessment, but then it has the same action, hedge and instrument and a score less
-        than one point away). Closed positions end with a tombstone. Returns counts."""
+        """Every position's latest action is what its final inputs call for. It describes
+        the final position exactly (DESIGN §3: every update of a position publishes): its
+        `position_ts`, size and entry, the notional at the price it used and a hedge of
+        |size| × hedge_pct. Under `changed` emission a later *tick* may have been
+        suppressed, so the advice is checked against the final market as: the same action,
+        hedge fraction and instrument, and a score less than one point away. Closed
+        positions end with a tombstone. Returns counts."""
         problems: list[str] = []
         n_open = n_closed = edge = 0
         for pid in self.positions:
@@ -424,6 +427,25 @@ class Book:
             n_open += 1
             if got is None:
                 problems.append(f"{pid}: open but its latest record is a tombstone")
+                continue
+            pos = self.positions[pid]
+            assert pos is not None
+            used = got["inputs"]
+            hedge = got.get("suggested_hedge")
+            exact = (
+                got["position_ts"] == pos.ts
+                and used["position"]["size"] == pos.size
+                and used["position"]["entry_price"] == pos.entry
+                and got["position_notional_usd"] == abs(pos.size * used["market"]["current_price"])
+                and (hedge is None) == (got["hedge_pct"] == 0)
+                and (hedge is None or hedge["size"] == abs(pos.size) * got["hedge_pct"])
+            )
+            if not exact:
+                problems.append(
+                    f"{pid}: the latest record is not of the final position {pos}: "
+                    f"position_ts {got['position_ts']}, inputs {used['position']}, "
+                    f"notional {got['position_notional_usd']}, hedge {hedge}"
+                )
                 continue
             if exp.near_edge():
                 edge += 1

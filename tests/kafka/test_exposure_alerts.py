@@ -95,32 +95,35 @@ async def test_a_breach_alerts_once_and_its_clearing_once(kafka_bootstrap: str) 
         )
         await wait_for(lambda: "asset:BTC" in proc.engine.limits(), "limit in force")
         await wait_for(lambda: len(proc.engine.snapshot()) == 4, "4 positions", proc)
-        await asyncio.sleep(0.6)
-        await alerts.poll()
-        assert alerts_for(alerts.records, key) == []  # 240,000 is within 300,000
+        fired = proc.metrics.alerts.labels(kind="exposure_limit", state="fired")
+        cleared = proc.metrics.alerts.labels(kind="exposure_limit", state="cleared")
+        # A check now (the alert loop's, run at once): 240,000 is within 300,000, so no
+        # alert was ever emitted (the counter counts every alert, whichever check made it).
+        proc.check_alerts()
+        assert fired._value.get() == 0
         # +15 BTC: net 600,000 - 160,000 = 440,000 > 300,000.
         await produce(kafka_bootstrap, cfg.positions_topic, [pos("btc-long", "BTC", 15, 39000, t0)])
         await alerts.until(lambda rs: len(alerts_for(rs, key)) >= 1, "breach alert")
-        fired = alerts_for(alerts.records, key)[0]
-        assert fired["kind"] == "exposure_limit" and fired["state"] == "fired"
-        assert fired["details"]["value_usd"] == 440_000
-        assert fired["details"]["limit_usd"] == 300_000
-        # Ticks go on while in breach: no alert storm.
+        first = alerts_for(alerts.records, key)[0]
+        assert first["kind"] == "exposure_limit" and first["state"] == "fired"
+        assert first["details"]["value_usd"] == 440_000
+        assert first["details"]["limit_usd"] == 300_000
+        # Ticks go on while in breach: no alert storm. Once the engine has applied the last
+        # of them, a check finds nothing new, and one alert was ever emitted.
         for i in range(1, 6):
             await produce(kafka_bootstrap, cfg.ticks_topic, [tick("BTC", t0 + i, 40000 + i, **MKT)])
-        await asyncio.sleep(0.8)
-        await alerts.poll()
-        assert len(alerts_for(alerts.records, key)) == 1
+        await wait_for(lambda: proc.engine.table.markets["BTC"].ts == t0 + 5, "the 5 ticks")
+        assert proc.check_alerts() == []
+        assert fired._value.get() == 1
         # Back to 5 BTC: net 200,000 - 160,000 = 40,000: cleared, once.
         await produce(
             kafka_bootstrap, cfg.positions_topic, [pos("btc-long", "BTC", 5, 39000, t0 + 9)]
         )
         await alerts.until(lambda rs: len(alerts_for(rs, key)) >= 2, "cleared alert")
-        await asyncio.sleep(0.6)
-        await alerts.poll()
+        assert proc.check_alerts() == []  # nothing pending after the clearing
         states = [a["state"] for a in alerts_for(alerts.records, key)]
         assert states == ["fired", "cleared"]
-        assert proc.metrics.alerts.labels(kind="exposure_limit", state="fired")._value.get() == 1
+        assert (fired._value.get(), cleared._value.get()) == (1, 1)
 
 
 async def test_liquidate_alert_fires_once_and_clears(kafka_bootstrap: str) -> None:
