@@ -25,6 +25,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check stream_risk tests bench
 	$(BIN)/ruff format --check stream_risk tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy stream_risk

@@ -72,7 +72,7 @@ from stream_risk.kafka.embedded import free_port
 from stream_risk.kafka.processor import ProcessorConfig, StreamProcessor
 from stream_risk.kafka.reader import read_to_end
 from stream_risk.kafka.topics import TopicNames
-from stream_risk.sidecar.metrics import Metrics
+from stream_risk.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20240611

@@ -329,14 +329,14 @@ def _lazy(module: str, name: str, extra: str | None = None) -> Any:
 register(
     "run",
     "the stream engine: positions + market-ticks -> risk-actions, with its sidecar",
-    _lazy("stream_risk.kafka.commands", "run_arguments"),
-    _lazy("stream_risk.kafka.commands", "run_handler"),
+    _lazy("stream_risk.commands", "run_arguments"),
+    _lazy("stream_risk.commands", "run_handler"),
 )
 register(
     "topics",
     "create (or list) the engine's topics with the right configs",
-    _lazy("stream_risk.kafka.commands", "topics_arguments"),
-    _lazy("stream_risk.kafka.commands", "topics_handler"),
+    _lazy("stream_risk.commands", "topics_arguments"),
+    _lazy("stream_risk.commands", "topics_handler"),
 )
 register(
     "replay",

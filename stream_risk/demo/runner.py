@@ -636,8 +636,8 @@ async def run_demo(
     servers to its own broker and leaves the rest (http host/port, emission, ...) as given.
     """
     from stream_risk.kafka.embedded import EmbeddedBroker, EmbeddedBrokerError
-    from stream_risk.kafka.service import run_service
     from stream_risk.kafka.topics import TopicNames, create_topics, topic_specs
+    from stream_risk.service import run_service
 
     out = out or sys.stdout
     t0 = time.monotonic()

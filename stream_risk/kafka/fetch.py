@@ -44,7 +44,7 @@ from aiokafka.errors import (
     UnsupportedCodecError,
 )
 
-from stream_risk.sidecar.metrics import Metrics
+from stream_risk.metrics import Metrics
 
 log = logging.getLogger("stream_risk.engine")
 

@@ -50,9 +50,9 @@ from stream_risk.kafka.codec import (
 )
 from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker, missing_codecs
 from stream_risk.kafka.reader import read_to_end
+from stream_risk.metrics import Metrics
 from stream_risk.settings import COMPRESSION_CODECS, DEFAULT_COMPRESSION, ConfigError
-from stream_risk.sidecar.metrics import Metrics
-from stream_risk.sidecar.state import SidecarState
+from stream_risk.state import SidecarState
 
 log = logging.getLogger("stream_risk.engine")
 

@@ -1,13 +1,13 @@
 """The HTTP sidecar: health, readiness, metrics, stateless `/assess`, `/positions` (DESIGN §5)."""
 
+from stream_risk.metrics import Metrics
 from stream_risk.sidecar.app import (
     DEFAULT_MAX_BODY_BYTES,
     METRICS_KEY,
     STATE_KEY,
     create_app,
 )
-from stream_risk.sidecar.metrics import Metrics
-from stream_risk.sidecar.state import SidecarState, StatelessState
+from stream_risk.state import SidecarState, StatelessState
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

@@ -25,10 +25,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from stream_risk.api import InvalidInput, assess_body
+from stream_risk.metrics import Metrics
 from stream_risk.sidecar.dashboard import add_dashboard
 from stream_risk.sidecar.exposure import book_exposure, exposure_of
-from stream_risk.sidecar.metrics import Metrics
-from stream_risk.sidecar.state import SidecarState, StatelessState
+from stream_risk.state import SidecarState, StatelessState
 
 log = logging.getLogger("stream_risk.sidecar")
 

@@ -38,10 +38,10 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from stream_risk.metrics import Metrics
 from stream_risk.rules import ACTIONS
 from stream_risk.sidecar.exposure import Exposure, exposure_of
-from stream_risk.sidecar.metrics import Metrics
-from stream_risk.sidecar.state import SidecarState
+from stream_risk.state import SidecarState
 
 log = logging.getLogger("stream_risk.sidecar.dashboard")
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from stream_risk.sidecar.state import SidecarState
+from stream_risk.state import SidecarState
 
 MOVES: Final = ("down_5pct", "down_2pct", "up_2pct", "up_5pct")
 

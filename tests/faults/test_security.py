@@ -34,8 +34,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 import stream_risk
 from stream_risk.cli import build_parser, load_settings
-from stream_risk.kafka.commands import _kafka_flags
-from stream_risk.kafka.service import processor_config
+from stream_risk.commands import _kafka_flags
+from stream_risk.service import processor_config
 from stream_risk.settings import Settings
 
 from .support import EngineProcess, Topics

@@ -615,7 +615,7 @@ async def test_guard_loses_nothing_and_stops_exactly_at_the_batch(
 
 # ---------------------------------------------------------------------- the setting, the process
 def test_compression_setting_flag_env_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stream_risk.kafka.service import processor_config
+    from stream_risk.service import processor_config
     from stream_risk.settings import Settings
 
     monkeypatch.delenv("STREAM_RISK_COMPRESSION", raising=False)

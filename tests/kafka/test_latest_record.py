@@ -96,7 +96,9 @@ async def test_every_resize_leaves_a_latest_record_of_the_new_size(kafka_bootstr
         await client.close()
 
 
-async def test_a_price_only_feed_warms_up_visibly_then_gives_advice(kafka_bootstrap: str) -> None:
+async def test_a_price_only_feed_warms_up_visibly_then_gives_advice(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = config(kafka_bootstrap)
     t0 = now_ms() - 30 * 60_000  # half an hour of one-minute prices, up to now
     est = VolEstimator(window=60, min_obs=20)
@@ -176,5 +178,15 @@ async def test_a_price_only_feed_warms_up_visibly_then_gives_advice(kafka_bootst
             latest = actions.latest()["p1"]
             assert latest is not None and "volatility_1d" not in latest["estimated_inputs"]
             assert latest["risk_breakdown"]["volatility_regime"] == 25.0  # 0.09 ≥ 0.08
+            # The log said it once per thing BTC waited for (no tick yet, then the vol
+            # warm-up), not once per tick: 21 ticks went by while it waited.
+            waits = [
+                r.getMessage()
+                for r in caplog.records
+                if r.levelname == "WARNING" and "on BTC cannot be assessed yet" in r.getMessage()
+            ]
+            assert 1 <= len(waits) <= 2, waits
+            assert len(set(waits)) == len(waits)
+            assert any("missing volatility_1d (volatility_1d: estimating" in w for w in waits)
         finally:
             await client.close()

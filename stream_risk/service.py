@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry
 from stream_risk.engine import EngineConfig
 from stream_risk.kafka.processor import ProcessorConfig, StreamProcessor
 from stream_risk.kafka.topics import MissingTopicsError
+from stream_risk.metrics import Metrics
 from stream_risk.settings import Settings
 from stream_risk.sidecar import create_app
-from stream_risk.sidecar.metrics import Metrics
 
 log = logging.getLogger("stream_risk.run")
 

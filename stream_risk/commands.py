@@ -108,8 +108,8 @@ def run_handler(args: argparse.Namespace) -> int:
         alert_webhook=args.alert_webhook,
         **_kafka_flags(args),
     )
-    from stream_risk.kafka.service import run_service
     from stream_risk.kafka.topics import MissingTopicsError
+    from stream_risk.service import run_service
 
     def listening(urls: list[str]) -> None:
         for url in urls:
