@@ -13,7 +13,9 @@ HTTP sidecar
     http_errors            stream_risk_http_errors_total{path,kind}
     assessments            stream_risk_assessments_total{source}   source = http | engine
     actions                stream_risk_actions_total{action}       every assessment's action
-Stream engine (updated by the engine; declared here so /metrics shows them from the start)
+Stream engine (updated by the engine; declared here so /metrics shows them from the start;
+the ones marked * are read from the engine's state when /metrics is scraped: `EngineView`,
+`StateCollector` — nothing is synced per batch)
     records_consumed       stream_risk_records_consumed_total{topic}
     dlq_records            stream_risk_dlq_records_total{topic,reason}
     tick_to_action_seconds stream_risk_tick_to_action_seconds                histogram
@@ -52,10 +54,14 @@ Risk-desk controls (docs/design.md D9)
 from __future__ import annotations
 
 import weakref
-from typing import Final
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 PREFIX: Final = "stream_risk_"
 
@@ -94,6 +100,145 @@ TICK_TO_ACTION_BUCKETS: Final = (
 REBUILD_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
+
+#: The stress moves of the exposure gauges' `move` label.
+MOVES: Final = ("down_5pct", "down_2pct", "up_2pct", "up_5pct")
+
+
+@dataclass(slots=True)
+class EngineView:
+    """What /metrics reads of a running engine when scraped (made by its `metrics_view`)."""
+
+    table_positions: int = 0
+    table_assets: int = 0
+    timers_pending: int = 0
+    broker_connected: bool = False
+    ready: bool = False
+    #: (topic, partition) -> records behind the high watermark.
+    consumer_lag: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    #: `Engine.waiting()`: asset -> {"positions": n, "missing": [...], ...}.
+    waiting: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: `Engine.book_exposure()` (assets, book, limits, breaches); None: not computed.
+    exposure: Mapping[str, Any] | None = None
+    #: At most this many assets (largest gross) get exposure gauges (a bounded label set).
+    exposure_assets: int = 50
+    #: `Engine.stats.as_dict()`.
+    stats: Mapping[str, int] = field(default_factory=dict)
+    #: risk-config records dead-lettered (refused by the codec or rejected by the core).
+    config_rejected: int = 0
+
+
+class StateCollector(Collector):
+    """The engine's state as metrics, read when scraped (prometheus-client's custom
+    collector): gauges of the table, readiness, lag, waiting positions and exposure, and
+    the core's own counters. Unbound (the stateless `serve`) every family is still
+    declared, with zeros where it has no labels, so dashboards see them from the start."""
+
+    def __init__(self) -> None:
+        self._source: Callable[[], EngineView] | None = None
+
+    def bind(self, source: Callable[[], EngineView] | None) -> None:
+        self._source = source
+
+    @property
+    def bound(self) -> bool:
+        return self._source is not None
+
+    def collect(self) -> Iterator[Metric]:
+        v = self._source() if self._source is not None else EngineView()
+        p = PREFIX
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(p + name, doc, value=value)
+
+        yield gauge("table_positions", "Open positions in the table.", v.table_positions)
+        yield gauge("table_assets", "Assets with market data in the table.", v.table_assets)
+        yield gauge("timers_pending", "Re-evaluation timers scheduled.", v.timers_pending)
+        yield gauge("broker_connected", "1 while the broker is reachable.", v.broker_connected)
+        yield gauge("ready", "1 while /readyz answers 200.", v.ready)
+        lag = GaugeMetricFamily(
+            p + "consumer_lag",
+            "Records behind the partition's high watermark.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), n in v.consumer_lag.items():
+            lag.add_metric([topic, str(partition)], n)
+        yield lag
+        waiting = GaugeMetricFamily(
+            p + "positions_waiting",
+            "Positions that cannot be assessed yet, by asset and the market fields missing.",
+            labels=["asset", "missing"],
+        )
+        top = sorted(v.waiting.items(), key=lambda kv: -kv[1]["positions"])
+        for asset, w in top[: v.exposure_assets]:
+            waiting.add_metric([asset, ",".join(w["missing"])], w["positions"])
+        yield waiting
+        yield from _exposure_families(v)
+        st = v.stats
+
+        def counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+            return CounterMetricFamily(p + name, doc, labels=labels)
+
+        ooo = counter(
+            "out_of_order",
+            "Records older than what the table already holds (ignored), by kind.",
+            ["kind"],
+        )
+        dup = counter("duplicates", "Records already applied (redelivered), by kind.", ["kind"])
+        for kind, o, d in (
+            ("tick", "out_of_order_ticks", "duplicate_ticks"),
+            ("position", "out_of_order_positions", "duplicate_positions"),
+        ):
+            ooo.add_metric([kind], st.get(o, 0))
+            dup.add_metric([kind], st.get(d, 0))
+        ooo.add_metric(["future"], st.get("future_records", 0))
+        yield ooo
+        yield dup
+        yield CounterMetricFamily(
+            p + "stale_market_data",
+            "Assessments made with a tick older than max_tick_age.",
+            value=st.get("stale_assessments", 0),
+        )
+        cfg = counter(
+            "config_changes", "risk-config records applied or rejected (to the DLQ).", ["status"]
+        )
+        cfg.add_metric(["applied"], st.get("config_changes", 0))
+        cfg.add_metric(["rejected"], v.config_rejected)
+        yield cfg
+
+
+def _exposure_families(v: EngineView) -> Iterator[Metric]:
+    notional = GaugeMetricFamily(
+        PREFIX + "exposure_notional_usd",
+        "Net / gross notional at the latest price, per asset and for the book.",
+        labels=["scope", "kind"],
+    )
+    pnl = GaugeMetricFamily(
+        PREFIX + "exposure_pnl_usd",
+        "P&L of the positions under each stress move, unhedged, per asset and book.",
+        labels=["scope", "move"],
+    )
+    breached = GaugeMetricFamily(
+        PREFIX + "limit_breached",
+        "1 while a notional limit of risk-config is exceeded.",
+        labels=["scope", "limit"],
+    )
+    view = v.exposure
+    if view is not None:
+        top = sorted(view["assets"].items(), key=lambda kv: -kv[1]["gross_notional_usd"])
+        rows = [("book", view["book"])] + [("asset:" + a, e) for a, e in top[: v.exposure_assets]]
+        for scope, e in rows:
+            for kind in ("net", "gross"):
+                notional.add_metric([scope, kind], e[f"{kind}_notional_usd"])
+            for move in MOVES:
+                pnl.add_metric([scope, move], e[f"pnl_{move}"])
+        hit = {(b["scope"], b["limit"]) for b in view["breaches"]}
+        for scope, lim in view["limits"].items():
+            for name in lim:
+                breached.add_metric([scope, name], 1 if (scope, name) in hit else 0)
+    yield notional
+    yield pnl
+    yield breached
 
 
 class Metrics:
@@ -156,27 +301,6 @@ class Metrics:
             buckets=TICK_TO_ACTION_BUCKETS,
             registry=r,
         )
-        self.consumer_lag = Gauge(
-            PREFIX + "consumer_lag",
-            "Records behind the partition's high watermark.",
-            ["topic", "partition"],
-            registry=r,
-        )
-        self.table_positions = Gauge(
-            PREFIX + "table_positions", "Open positions in the table.", registry=r
-        )
-        self.table_assets = Gauge(
-            PREFIX + "table_assets", "Assets with market data in the table.", registry=r
-        )
-        self.timers_pending = Gauge(
-            PREFIX + "timers_pending", "Re-evaluation timers scheduled.", registry=r
-        )
-        self.positions_waiting = Gauge(
-            PREFIX + "positions_waiting",
-            "Positions that cannot be assessed yet, by asset and the market fields missing.",
-            ["asset", "missing"],
-            registry=r,
-        )
         self.rebuild_seconds = Histogram(
             PREFIX + "rebuild_seconds",
             "Time to rebuild the positions table after a partition assignment.",
@@ -189,62 +313,17 @@ class Metrics:
             ["action"],
             registry=r,
         )
-        self.stale_market_data = Counter(
-            PREFIX + "stale_market_data_total",
-            "Assessments made with a tick older than max_tick_age.",
-            registry=r,
-        )
-        self.out_of_order = Counter(
-            PREFIX + "out_of_order_total",
-            "Records older than what the table already holds (ignored), by kind.",
-            ["kind"],
-            registry=r,
-        )
-        self.duplicates = Counter(
-            PREFIX + "duplicates_total",
-            "Records already applied (redelivered), by kind.",
-            ["kind"],
-            registry=r,
-        )
         self.idempotence_enabled = Gauge(
             PREFIX + "idempotence_enabled",
             "1 when the producer runs idempotent, 0 when it fell back to plain acks=all.",
             registry=r,
         )
-        self.broker_connected = Gauge(
-            PREFIX + "broker_connected", "1 while the broker is reachable.", registry=r
-        )
-        self.ready = Gauge(PREFIX + "ready", "1 while /readyz answers 200.", registry=r)
         self.unreadable_batches = Counter(
             PREFIX + "unreadable_batches_total",
             "Failed reads of a record batch that cannot be decoded (missing codec, bad CRC, "
             "corrupt payload), by partition: the partition is held at that batch and read "
             "again every second (nothing is skipped).",
             ["topic", "partition"],
-            registry=r,
-        )
-        self.config_changes = Counter(
-            PREFIX + "config_changes",
-            "risk-config records applied or rejected (to the DLQ).",
-            ["status"],
-            registry=r,
-        )
-        self.exposure_notional = Gauge(
-            PREFIX + "exposure_notional_usd",
-            "Net / gross notional at the latest price, per asset and for the book.",
-            ["scope", "kind"],
-            registry=r,
-        )
-        self.exposure_pnl = Gauge(
-            PREFIX + "exposure_pnl_usd",
-            "P&L of the positions under each stress move, unhedged, per asset and book.",
-            ["scope", "move"],
-            registry=r,
-        )
-        self.limit_breached = Gauge(
-            PREFIX + "limit_breached",
-            "1 while a notional limit of risk-config is exceeded.",
-            ["scope", "limit"],
             registry=r,
         )
         self.alerts = Counter(
@@ -262,6 +341,10 @@ class Metrics:
             ["result"],
             registry=r,
         )
+
+        #: The engine's state, read when scraped (`bind` a source: see StateCollector).
+        self.state = StateCollector()
+        r.register(self.state)
 
         # Children bound once: label lookup is the cost that matters on the hot path.
         self._http_children: dict[tuple[str, str, int], Counter] = {}

@@ -96,6 +96,9 @@ def exported() -> dict[str, tuple[str, set[str]]]:
         for m in vars(metrics).values()
         if isinstance(m, MetricWrapperBase)
     }
+    # The engine's state, read when scraped (metrics.StateCollector): its families' labels.
+    for fam in metrics.state.collect():
+        labels_of[fam.name] = set(getattr(fam, "_labelnames", ()))
     out: dict[str, tuple[str, set[str]]] = {}
     for family in text_string_to_metric_families(text):
         labels = labels_of.get(family.name, set())

@@ -50,7 +50,7 @@ from stream_risk.kafka.codec import (
 )
 from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker, missing_codecs
 from stream_risk.kafka.reader import read_to_end
-from stream_risk.metrics import Metrics
+from stream_risk.metrics import EngineView, Metrics
 from stream_risk.settings import COMPRESSION_CODECS, DEFAULT_COMPRESSION, ConfigError
 from stream_risk.state import SidecarState
 
@@ -183,6 +183,7 @@ class StreamProcessor(SidecarState):
         self.cfg = config
         self.engine = Engine(engine_config)
         self.metrics = metrics or Metrics.for_registry(CollectorRegistry())
+        self.metrics.state.bind(self.metrics_view)  # read when /metrics is scraped
         self._producer: AIOKafkaProducer | None = None
         self._ticks: AIOKafkaConsumer | None = None
         self._positions: AIOKafkaConsumer | None = None
@@ -200,7 +201,8 @@ class StreamProcessor(SidecarState):
         self.recent_alerts: deque[alerting.Alert] = deque(maxlen=100)
         self._webhook: alerting.WebhookSender | None = None
         self._dlq_times: deque[float] = deque()
-        self._exposure_labels: set[tuple[str, ...]] = set()
+        #: risk-config records dead-lettered (stream_risk_config_changes_total{rejected}).
+        self._config_rejected = 0
         #: Assets whose positions wait, and for what (as last logged and exported).
         self._waiting: dict[str, tuple[str, ...]] = {}
         self._alert_sends: set[asyncio.Future[None]] = set()
@@ -212,10 +214,8 @@ class StreamProcessor(SidecarState):
         self._co_partitioned = True
         self._idempotent = False
         self._tasks: list[asyncio.Task[Any]] = []
-        self._last_lag_update = 0.0
         self._progress: dict[tuple[str, int], tuple[int, float]] = {}
         self._stalled: list[str] = []
-        self._last_stats: dict[str, int] = {}
         self._published_children: dict[str, Any] = {}
         #: Partitions held at a record batch that cannot be read (all consumers).
         self.unreadable = UnreadableTracker(self.metrics)
@@ -541,7 +541,6 @@ class StreamProcessor(SidecarState):
                         for tp, off in commits.items():
                             self._live[tp.partition] = off
                         await self._commit(commits)
-                self._update_gauges()
         finally:
             for t in (t_ticks, t_pos, t_cfg, stop_wait):
                 if t is not None:
@@ -825,7 +824,7 @@ class StreamProcessor(SidecarState):
             self._dlq_times.extend([t] * len(dead))
         for d in dead:
             if d.lineage.topic == self._config_topic:
-                m.config_changes.labels(status="rejected").inc()
+                self._config_rejected += 1
             m.dlq_records.labels(topic=d.lineage.topic, reason=d.kind).inc()
             log.warning(
                 "DLQ %s[%d]@%d: %s",
@@ -895,9 +894,7 @@ class StreamProcessor(SidecarState):
                     log.warning("broker unreachable: %s", exc)
                 self._connected = False
             self._check_progress()
-            self._update_gauges()
-            self._update_exposure_gauges()
-            self._update_waiting()
+            self._log_waiting()
 
     def _check_progress(self) -> None:
         """Catch a consumer that stopped making progress while its partition has records.
@@ -944,47 +941,31 @@ class StreamProcessor(SidecarState):
                         fetcher._fetch_max_wait_ms = 500
         self._stalled = stalled
 
-    def _update_gauges(self) -> None:
-        m = self.metrics
+    def metrics_view(self) -> EngineView:
+        """The engine's state for /metrics, read when scraped (`StateCollector`)."""
         t = self.engine.table
-        m.table_positions.set(len(t.positions))
-        m.table_assets.set(len(t.markets))
-        m.timers_pending.set(len(self.engine.timers))
-        m.broker_connected.set(1 if self._connected else 0)
-        ready, _ = self.is_ready()
-        m.ready.set(1 if ready else 0)
-        self._sync_stats()
-        now = time.monotonic()
-        if now - self._last_lag_update >= 1.0:
-            self._last_lag_update = now
-            for consumer, nexts in ((self._positions, self._live), (self._ticks, self._tick_next)):
-                if consumer is None:
-                    continue
-                for tp in consumer.assignment():
-                    hw = consumer.highwater(tp)
-                    nxt = nexts.get(tp.partition)
-                    if hw is not None and nxt is not None:
-                        m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                            max(0, hw - nxt)
-                        )
-
-    def _sync_stats(self) -> None:
-        """Carry the core's plain counters over to Prometheus (as deltas)."""
-        now = self.engine.stats.as_dict()
-        last = self._last_stats
-        m = self.metrics
-
-        def delta(name: str) -> int:
-            return now[name] - last.get(name, 0)
-
-        m.out_of_order.labels(kind="tick").inc(delta("out_of_order_ticks"))
-        m.out_of_order.labels(kind="position").inc(delta("out_of_order_positions"))
-        m.out_of_order.labels(kind="future").inc(delta("future_records"))
-        m.duplicates.labels(kind="tick").inc(delta("duplicate_ticks"))
-        m.duplicates.labels(kind="position").inc(delta("duplicate_positions"))
-        m.stale_market_data.inc(delta("stale_assessments"))
-        m.config_changes.labels(status="applied").inc(delta("config_changes"))
-        self._last_stats = now
+        lag: dict[tuple[str, int], int] = {}
+        for consumer, nexts in ((self._positions, self._live), (self._ticks, self._tick_next)):
+            if consumer is None:
+                continue
+            for tp in consumer.assignment():
+                hw = consumer.highwater(tp)
+                nxt = nexts.get(tp.partition)
+                if hw is not None and nxt is not None:
+                    lag[(tp.topic, tp.partition)] = max(0, hw - nxt)
+        return EngineView(
+            table_positions=len(t.positions),
+            table_assets=len(t.markets),
+            timers_pending=len(self.engine.timers),
+            broker_connected=self._connected,
+            ready=self.is_ready()[0],
+            consumer_lag=lag,
+            waiting=self.engine.waiting(),
+            exposure=self.engine.book_exposure(),
+            exposure_assets=self.cfg.exposure_metrics_assets,
+            stats=self.engine.stats.as_dict(),
+            config_rejected=self._config_rejected,
+        )
 
     # ------------------------------------------------------------------ alerts
     def _emit_alerts(self, alerts: list[alerting.Alert]) -> None:
@@ -1053,52 +1034,16 @@ class StreamProcessor(SidecarState):
             except Exception:  # a bug here must not stop the engine
                 log.exception("alert check failed")
 
-    def _update_exposure_gauges(self) -> None:
-        """Exposure gauges: the book, and the `exposure_metrics_assets` largest assets by
-        gross notional (a bounded label set however many assets the table holds)."""
-        view = self.engine.book_exposure()
-        m = self.metrics
-        seen: set[tuple[str, ...]] = set()
-        top = sorted(view["assets"].items(), key=lambda kv: -kv[1]["gross_notional_usd"])
-        top = top[: self.cfg.exposure_metrics_assets]
-        rows = [("book", view["book"])] + [("asset:" + a, e) for a, e in top]
-        for scope, e in rows:
-            for kind in ("net", "gross"):
-                m.exposure_notional.labels(scope=scope, kind=kind).set(e[f"{kind}_notional_usd"])
-                seen.add(("n", scope, kind))
-            for move in ("down_5pct", "down_2pct", "up_2pct", "up_5pct"):
-                m.exposure_pnl.labels(scope=scope, move=move).set(e[f"pnl_{move}"])
-                seen.add(("p", scope, move))
-        breached = {(b["scope"], b["limit"]) for b in view["breaches"]}
-        for scope, lim in view["limits"].items():
-            for name in lim:
-                m.limit_breached.labels(scope=scope, limit=name).set(
-                    1 if (scope, name) in breached else 0
-                )
-                seen.add(("l", scope, name))
-        for gone in self._exposure_labels - seen:
-            metric = {"n": m.exposure_notional, "p": m.exposure_pnl, "l": m.limit_breached}[gone[0]]
-            with contextlib.suppress(KeyError):
-                metric.remove(*gone[1:])
-        self._exposure_labels = seen
-
-    def _update_waiting(self) -> None:
-        """Positions that cannot be assessed yet (DESIGN §12, D12): a gauge per asset, and
-        one log line when an asset starts waiting or what it waits for changes (one when it
-        stops), never one per tick."""
+    def _log_waiting(self) -> None:
+        """Positions that cannot be assessed yet (DESIGN §12, D12): one log line when an
+        asset starts waiting or what it waits for changes, one when it stops; never one per
+        tick (the gauge `stream_risk_positions_waiting` is read when scraped)."""
         waiting = self.engine.waiting()
-        gauge = self.metrics.positions_waiting
         seen: dict[str, tuple[str, ...]] = {}
-        top = sorted(waiting.items(), key=lambda kv: -kv[1]["positions"])
-        for asset, w in top[: self.cfg.exposure_metrics_assets]:
+        for asset, w in waiting.items():
             missing = tuple(w["missing"])
             seen[asset] = missing
-            old = self._waiting.get(asset)
-            if old is not None and old != missing:
-                with contextlib.suppress(KeyError):
-                    gauge.remove(asset, ",".join(old))
-            gauge.labels(asset=asset, missing=",".join(missing)).set(w["positions"])
-            if old != missing:
+            if self._waiting.get(asset) != missing:
                 why = "; ".join(f"{f}: {w[f]}" for f in missing if f in w)
                 log.warning(
                     "%d position(s) on %s cannot be assessed yet, missing %s (%s)",
@@ -1108,15 +1053,10 @@ class StreamProcessor(SidecarState):
                     why,
                 )
         for asset, missing in self._waiting.items():
-            if asset not in seen:
-                with contextlib.suppress(KeyError):
-                    gauge.remove(asset, ",".join(missing))
-                if asset not in waiting and asset in self.engine.table.by_asset:
-                    log.info(
-                        "positions on %s are assessed again (%s now known)",
-                        asset,
-                        ", ".join(missing),
-                    )
+            if asset not in seen and asset in self.engine.table.by_asset:
+                log.info(
+                    "positions on %s are assessed again (%s now known)", asset, ", ".join(missing)
+                )
         self._waiting = seen
 
     # ------------------------------------------------------------------ sidecar state

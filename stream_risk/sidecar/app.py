@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from stream_risk.api import InvalidInput, assess_body
-from stream_risk.metrics import Metrics
+from stream_risk.metrics import EngineView, Metrics
 from stream_risk.sidecar.dashboard import add_dashboard
 from stream_risk.sidecar.exposure import book_exposure, exposure_of
 from stream_risk.state import SidecarState, StatelessState
@@ -107,6 +107,9 @@ def create_app(
     elif registry is not None and metrics.registry is not registry:
         raise ValueError("metrics belongs to another registry than the one given")
     m = metrics
+    if not m.state.bound:
+        # No engine beside it (`serve`): /metrics still says whether it is ready.
+        m.state.bind(lambda: EngineView(ready=state.is_ready()[0]))
     limit = max_body_bytes
     perf = time.perf_counter
     now_ns = time.time_ns
@@ -148,7 +151,6 @@ def create_app(
         except Exception as exc:
             log.exception("readiness check failed")
             ready, reasons = False, [f"readiness check failed: {type(exc).__name__}: {exc}"]
-        m.ready.set(1 if ready else 0)
         status = 200 if ready else 503
         resp = _json(status, {"ready": ready, "mode": state.mode, "reasons": list(reasons)})
         m.observe_http("/readyz", request.method, status, perf() - t0)

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_risk.metrics import EngineView
 from stream_risk.sidecar import (
     DEFAULT_MAX_BODY_BYTES,
     Metrics,
@@ -419,7 +420,7 @@ async def test_engine_and_sidecar_share_metrics_through_the_registry() -> None:
     registry = CollectorRegistry()
     engine_metrics = Metrics.for_registry(registry)  # what the engine would hold
     engine_metrics.records_consumed.labels("positions").inc(7)
-    engine_metrics.table_positions.set(3)
+    engine_metrics.state.bind(lambda: EngineView(table_positions=3))  # read when scraped
     c = await start(StatelessState(), registry=registry)
     try:
         text = await (await c.get("/metrics")).text()
