@@ -41,6 +41,7 @@ from stream_risk import alerts as alerting
 from stream_risk.engine import Engine, EngineConfig, PositionEvent, StepResult, TickEvent
 from stream_risk.engine.events import Event, Lineage, Output, Rejected
 from stream_risk.kafka import topics as topic_admin
+from stream_risk.kafka.clients import Clients
 from stream_risk.kafka.codec import (
     DeadLetter,
     decode_action,
@@ -184,6 +185,13 @@ class StreamProcessor(SidecarState):
         self.engine = Engine(engine_config)
         self.metrics = metrics or Metrics.for_registry(CollectorRegistry())
         self.metrics.state.bind(self.metrics_view)  # read when /metrics is scraped
+        self.clients = Clients(
+            config.bootstrap_servers,
+            config.client_id,
+            config.client_kwargs,
+            config.fetch_max_records,
+            config.fetch_max_wait_ms,
+        )
         self._producer: AIOKafkaProducer | None = None
         self._ticks: AIOKafkaConsumer | None = None
         self._positions: AIOKafkaConsumer | None = None
@@ -285,17 +293,11 @@ class StreamProcessor(SidecarState):
         else:
             self._idempotent = cfg.idempotence == "on"
         self.metrics.idempotence_enabled.set(1 if self._idempotent else 0)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            client_id=cfg.client_id,
-            acks="all",
-            enable_idempotence=self._idempotent,
-            compression_type=None if cfg.compression == "none" else cfg.compression,
+        self._producer = self.clients.producer(
+            idempotent=self._idempotent,
+            compression=cfg.compression,
             linger_ms=cfg.linger_ms,
             max_request_size=cfg.max_request_size,
-            max_batch_size=1 << 20,
-            request_timeout_ms=30_000,
-            **kw,
         )
         await self._producer.start()
         self._connected = True
@@ -313,17 +315,10 @@ class StreamProcessor(SidecarState):
             )
         await self._start_config()
         await self._start_ticks()
-        self._positions = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            client_id=cfg.client_id,
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        self._positions = self.clients.group_consumer(
+            cfg.group_id,
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-            max_poll_records=cfg.fetch_max_records,
-            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-            **kw,
         )
         await self._positions.start()
         self._guard("positions", self._positions)
@@ -342,21 +337,11 @@ class StreamProcessor(SidecarState):
 
     async def _start_config(self) -> None:
         """Assign risk-config from its beginning and read it to the end (before ready)."""
-        cfg = self.cfg
         topic = self._config_topic
         if topic is None:
             self._config_caught_up = True
             return
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            client_id=cfg.client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=cfg.fetch_max_records,
-            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-            **cfg.client_kwargs,
-        )
+        consumer = self.clients.reader()
         await consumer.start()
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -395,16 +380,7 @@ class StreamProcessor(SidecarState):
     async def _start_ticks(self) -> None:
         """Assign every ticks partition from the look-back window and catch up to the end."""
         cfg = self.cfg
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            client_id=cfg.client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=cfg.fetch_max_records,
-            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-            **cfg.client_kwargs,
-        )
+        consumer = self.clients.reader()
         await consumer.start()
         parts = consumer.partitions_for_topic(cfg.ticks_topic) or set()
         tps = [TopicPartition(cfg.ticks_topic, p) for p in sorted(parts)]
@@ -639,16 +615,7 @@ class StreamProcessor(SidecarState):
         assert self._positions is not None
         parts = sorted(self._pending)
         t0 = time.perf_counter()
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            client_id=f"{cfg.client_id}-rebuild",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=cfg.fetch_max_records,
-            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-            **cfg.client_kwargs,
-        )
+        reader = self.clients.reader("-rebuild")
         await reader.start()
         guard = GuardedFetch(reader, self.unreadable)
         # No collections while the table loads: it only adds long-lived objects.
