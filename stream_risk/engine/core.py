@@ -258,15 +258,7 @@ class Engine:
             pos = t.positions[pid]
             market = t.markets.get(pos.asset)
             last = pos.last
-            if market is None:
-                waiting = ["current_price"]
-                detail: dict[str, Any] | None = {
-                    "missing": waiting,
-                    "current_price": f"no tick of {pos.asset} on market-ticks yet",
-                }
-            else:
-                waiting = market.missing()
-                detail = market.waiting()
+            detail = _waiting_detail(pos.asset, market)
             rows.append(
                 {
                     "position_id": pid,
@@ -275,7 +267,7 @@ class Engine:
                     "entry_price": pos.entry_price,
                     "position_ts": pos.ts,
                     "tick_ts": market.ts if market is not None else None,
-                    "waiting_for": waiting,
+                    "waiting_for": [] if detail is None else detail["missing"],
                     "waiting": detail,
                     "estimated_inputs": [] if market is None else market.estimated(),
                     "next_evaluation_ts": pos.next_due if pos.next_due >= 0 else None,
@@ -290,14 +282,7 @@ class Engine:
         out: dict[str, dict[str, Any]] = {}
         markets = self.table.markets
         for asset, pids in self.table.by_asset.items():
-            market = markets.get(asset)
-            if market is None:
-                detail: dict[str, Any] | None = {
-                    "missing": ["current_price"],
-                    "current_price": f"no tick of {asset} on market-ticks yet",
-                }
-            else:
-                detail = market.waiting()
+            detail = _waiting_detail(asset, markets.get(asset))
             if detail is not None:
                 out[asset] = {"positions": len(pids), **detail}
         return out
@@ -828,6 +813,17 @@ class Engine:
         )
         stats.published += 1
         res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))
+
+
+def _waiting_detail(asset: str, market: MarketState | None) -> dict[str, Any] | None:
+    """What positions on `asset` wait for, for people (`MarketState.waiting`), or None
+    when they can be assessed."""
+    if market is None:
+        return {
+            "missing": ["current_price"],
+            "current_price": f"no tick of {asset} on market-ticks yet",
+        }
+    return market.waiting()
 
 
 def _scope_order(scope: str) -> tuple[int, str]:

@@ -44,11 +44,10 @@ from stream_risk.engine import Engine
 from stream_risk.engine.events import NO_LINEAGE, Event
 from stream_risk.engine.table import MarketState, PositionState
 from stream_risk.replay.runner import Progress, Sink, Timeline, finish
-from stream_risk.rules import ACTIONS, hedge_fractions, thresholds
+from stream_risk.rules import RANK, hedge_fractions, thresholds
 
 INSTRUMENTS: tuple[str | None, ...] = (None, SPOT_SELL, SPOT_BUY, PERP_SHORT, PERP_LONG)
 _INSTR_CODE = {name: i for i, name in enumerate(INSTRUMENTS)}
-_ACTION_CODE = {a: i for i, a in enumerate(ACTIONS)}
 _EPS = 1e-9
 #: action and instrument of each combo code (action * 5 + instrument).
 _COMBO_ACTION = np.arange(25) // 5
@@ -406,7 +405,7 @@ class _Scan:
             )
         )
         differs = (
-            (_ACTION_CODE[last.action] != _COMBO_ACTION)
+            (RANK[last.action] != _COMBO_ACTION)
             | (hp_table[_COMBO_ACTION] != last.hedge_pct)
             | (_INSTR_CODE[last.instrument] != _COMBO_INSTR)
         )

@@ -38,8 +38,8 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from stream_risk.replay.runner import BANDS, TRIGGERS, ActionLog, Timeline
-from stream_risk.rules import ACTIONS
+from stream_risk.replay.runner import TRIGGERS, ActionLog, Timeline
+from stream_risk.rules import ACTIONS, BAND_NAMES
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -319,7 +319,7 @@ def time_in(log: ActionLog, tl: Timeline) -> tuple[dict[str, float], dict[str, f
             span = max(0, end - log.now[i])
             band_ms[log.band[i]] += span
             action_ms[log.action[i]] += span
-    bands = {b: band_ms.get(i, 0) / HOUR_MS for i, b in enumerate(BANDS)}
+    bands = {b: band_ms.get(i, 0) / HOUR_MS for i, b in enumerate(BAND_NAMES)}
     actions = {a: action_ms.get(i, 0) / HOUR_MS for i, a in enumerate(ACTIONS)}
     return bands, actions
 

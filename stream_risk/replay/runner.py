@@ -31,15 +31,11 @@ from stream_risk.engine import Engine, Output, PositionEvent, StepResult, TickEv
 from stream_risk.engine.events import NO_LINEAGE, ConfigEvent, Event, Lineage
 from stream_risk.models import MarketTick
 from stream_risk.replay.sources import ConfigRecord, PositionRecord, Ticks
-from stream_risk.rules import ACTIONS, BAND_NAMES, band_index
+from stream_risk.rules import RANK, band_index
 
 Progress = Callable[[float], None]
 
-#: Band names by index, and a score's band (`stream_risk.rules`).
-BANDS: tuple[str, ...] = BAND_NAMES
-ACTION_CODE = {a: i for i, a in enumerate(ACTIONS)}
 TRIGGERS: tuple[str, ...] = ("position", "tick", "timer", "config")
-band_of = band_index
 
 
 @dataclass(slots=True)
@@ -175,10 +171,10 @@ class ActionLog:
                 pos = positions.get(o.position_id)
                 cfg = (pos.config if pos is not None else None) or default_cfg
                 score = float(v["risk_score"])
-                self.action.append(ACTION_CODE[v["action"]])
+                self.action.append(RANK[v["action"]])
                 self.hedge_pct.append(float(v["hedge_pct"]))
                 self.score.append(score)
-                self.band.append(band_of(score, cfg))
+                self.band.append(band_index(score, cfg))
                 self.trigger.append(TRIGGERS.index(v["trigger"]))
                 self.stale.append(bool(v["stale_market_data"]))
             lines.append(data)
@@ -240,12 +236,9 @@ def finish(engine: Engine, sink: Sink, until: int) -> None:
 
 
 __all__ = [
-    "ACTION_CODE",
-    "BANDS",
     "ActionLog",
     "Output",
     "Timeline",
-    "band_of",
     "finish",
     "run_scalar",
 ]
