@@ -40,8 +40,8 @@ def test_every_tick_is_a_valid_market_tick_and_prices_stay_positive() -> None:
     ticks = run_market(sim, 10_000)  # 10k steps x 75 simulated s = 8.7 simulated days
     assert ticks
     for t in ticks:
-        MarketTick.model_validate(t)  # ranges of DESIGN §1, as the engine checks them
-        assert t["current_price"] > 0
+        tick = MarketTick.model_validate(t)  # ranges of DESIGN §1, as the engine checks them
+        assert tick.current_price > 0
     assert all(a.price > 0 for a in sim.assets.values())
 
 
@@ -85,7 +85,11 @@ class LongRun:
 def long_run() -> LongRun:
     """20k steps (17 simulated days) of 5 assets, with BTC's levels by regime."""
     sim = MarketSimulator(5, seed=11)
-    run = LongRun(sim, Counter(), *({r: [] for r in REGIMES} for _ in range(3)), Counter(), 0)
+
+    def by_regime() -> dict[str, list[float]]:
+        return {r: [] for r in REGIMES}
+
+    run = LongRun(sim, Counter(), by_regime(), by_regime(), by_regime(), Counter(), 0)
     last: dict[str, bool] = {}
     for i in range(1, 20_000):
         sim.step(T0 + i * STEP_MS, STEP_MS / 1000)

@@ -112,7 +112,9 @@ def expected_action(position: dict[str, Any], market: dict[str, float]) -> dict[
     return out
 
 
-def check_hand_worked(a: dict[str, Any], position: dict[str, Any], market: dict[str, float]):
+def check_hand_worked(
+    a: dict[str, Any], position: dict[str, Any], market: dict[str, float]
+) -> None:
     """DESIGN §1 by hand: notional, the four moves, hedged P&L, the hedge's size and side."""
     size, price = position["size"], market["current_price"]
     assert a["position_notional_usd"] == pytest.approx(abs(size * price), rel=1e-12)
@@ -194,7 +196,9 @@ def rd_group_read(
                 continue
             assert msg.error() is None, msg.error()
             value = msg.value()
-            latest[msg.key().decode()] = None if value is None else orjson.loads(value)
+            key = msg.key()
+            assert key is not None
+            latest[key.decode()] = None if value is None else orjson.loads(value)
         c.commit(asynchronous=False)
     finally:
         c.close()

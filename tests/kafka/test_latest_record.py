@@ -44,7 +44,9 @@ SAME = (
 )
 
 
-async def assess(client: TestClient, size: float, entry: float, age: float) -> dict[str, Any]:
+async def assess(
+    client: TestClient[Any, Any], size: float, entry: float, age: float
+) -> dict[str, Any]:
     body = {
         "position": {"asset": "BTC", "size": size, "entry_price": entry, "age_minutes": age},
         "market": {"current_price": 44_000.0, **BTC_MARKET},

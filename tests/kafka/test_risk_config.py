@@ -31,8 +31,9 @@ LIQ_BTC2 = 220_000 / 5e6 * 15  # 0.66
 
 
 async def send_config(
-    bootstrap: str, topic: str, scope: str, value: Any, changed_by: str | None = None
+    bootstrap: str, topic: str | None, scope: str, value: Any, changed_by: str | None = None
 ) -> None:
+    assert topic is not None, "the engine's config topic is off in this test's config"
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
@@ -80,12 +81,11 @@ async def test_asset_change_reassesses_exactly_that_assets_positions(
         await _book(kafka_bootstrap, cfg, t0)
         async with TopicReader(kafka_bootstrap, cfg.actions_topic) as actions:
             await actions.until(lambda rs: len(rs) >= 3, "first actions")
-            first = actions.latest()
-            assert first["btc-1"]["risk_score"] == pytest.approx(
-                30 + 2.5 + 15 + LIQ_BTC1, abs=AGE_SLACK
-            )  # type: ignore[index]
-            assert first["btc-1"]["action"] == "HEDGE_PARTIAL"  # type: ignore[index]
-            assert first["btc-1"]["config_version"] == {}  # type: ignore[index]
+            btc1 = actions.latest()["btc-1"]
+            assert btc1 is not None
+            assert btc1["risk_score"] == pytest.approx(30 + 2.5 + 15 + LIQ_BTC1, abs=AGE_SLACK)
+            assert btc1["action"] == "HEDGE_PARTIAL"
+            assert btc1["config_version"] == {}
 
             await send_config(
                 kafka_bootstrap, cfg.config_topic, "asset:BTC", {"max_loss_pct": 0.10}, "alice"

@@ -116,7 +116,7 @@ async def test_thousand_positions_on_hundred_assets_then_sigterm(
                 for pid, a, s, e in positions
             ],
         )
-        markets = {
+        markets: dict[str, dict[str, Any]] = {
             a: {
                 "asset": a,
                 "ts": t0,
@@ -158,8 +158,8 @@ async def test_thousand_positions_on_hundred_assets_then_sigterm(
             assert act["risk_score"] == pytest.approx(want.risk_score, rel=1e-12)
             assert act["hedge_pct"] == want.hedge_pct
         async with (
-            aiohttp.ClientSession() as s,
-            s.get(f"http://127.0.0.1:{port}/positions?asset=A007") as r,
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/positions?asset=A007") as r,
         ):
             body = await r.json()
             assert r.status == 200
