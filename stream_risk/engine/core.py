@@ -56,6 +56,14 @@ from stream_risk.engine.table import (
     Table,
 )
 from stream_risk.engine.timers import Timers
+from stream_risk.engine.views import (
+    PositionQuery,
+    PositionsPage,
+    position_row,
+    positions_page,
+    resolve_assets,
+)
+from stream_risk.engine.views import waiting_detail as _waiting_detail
 from stream_risk.models import MarketTick, PositionMessage
 
 EmitPolicy = Literal["changed", "all"]
@@ -250,31 +258,32 @@ class Engine:
 
     # ------------------------------------------------------------------ reads
     def snapshot(self, asset: str | None = None) -> list[dict[str, Any]]:
-        """The table as JSON-ready rows, with each position's latest published action."""
+        """The whole table as JSON-ready rows, with each position's latest published action.
+
+        O(positions), every action's record made again: for tests, replay and small
+        tables. A server pages with `positions_page` instead."""
         t = self.table
         pids = t.by_asset.get(asset, {}) if asset is not None else t.positions
-        rows = []
-        for pid in pids:
-            pos = t.positions[pid]
-            market = t.markets.get(pos.asset)
-            last = pos.last
-            detail = _waiting_detail(pos.asset, market)
-            rows.append(
-                {
-                    "position_id": pid,
-                    "asset": pos.asset,
-                    "size": pos.size,
-                    "entry_price": pos.entry_price,
-                    "position_ts": pos.ts,
-                    "tick_ts": market.ts if market is not None else None,
-                    "waiting_for": [] if detail is None else detail["missing"],
-                    "waiting": detail,
-                    "estimated_inputs": [] if market is None else market.estimated(),
-                    "next_evaluation_ts": pos.next_due if pos.next_due >= 0 else None,
-                    "latest_action": None if last is None else last.record(),
-                }
-            )
-        return rows
+        return [position_row(t, t.positions[pid]) for pid in pids]
+
+    def positions_page(self, query: PositionQuery | None = None) -> PositionsPage:
+        """One page of the table in position-id order, filtered (`PositionQuery`): bounded
+        work whatever the table's size (O(log n) seek, at most `query.budget` candidates
+        examined, only the returned rows formatted). Continue with
+        `PositionQuery(..., after=page.next_after)` until `next_after` is None."""
+        return positions_page(self.table, query or PositionQuery())
+
+    def position(self, position_id: str) -> dict[str, Any] | None:
+        """One position's row (as in `snapshot`), or None when the table has no such id."""
+        pos = self.table.positions.get(position_id)
+        return None if pos is None else position_row(self.table, pos)
+
+    def count(self, asset: str | None = None) -> int:
+        """Positions in the table (on `asset`, case-insensitive, when given). O(1)/O(assets)."""
+        t = self.table
+        if asset is None:
+            return len(t.positions)
+        return sum(len(t.ids_by_asset[a]) for a in resolve_assets(t, asset))
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Assets whose positions cannot be assessed yet: per asset, how many positions
@@ -813,17 +822,6 @@ class Engine:
         )
         stats.published += 1
         res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))
-
-
-def _waiting_detail(asset: str, market: MarketState | None) -> dict[str, Any] | None:
-    """What positions on `asset` wait for, for people (`MarketState.waiting`), or None
-    when they can be assessed."""
-    if market is None:
-        return {
-            "missing": ["current_price"],
-            "current_price": f"no tick of {asset} on market-ticks yet",
-        }
-    return market.waiting()
 
 
 def _scope_order(scope: str) -> tuple[int, str]:
