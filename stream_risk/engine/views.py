@@ -178,8 +178,41 @@ __all__ = [
     "MAX_LIMIT",
     "PositionQuery",
     "PositionsPage",
+    "page_of_rows",
     "position_row",
     "positions_page",
     "resolve_assets",
     "waiting_detail",
 ]
+
+
+def page_of_rows(rows: list[dict[str, Any]], q: PositionQuery) -> PositionsPage:
+    """The page of `q` over rows already made (`GET /positions` rows), for a state that has
+    no table of its own (a test double, a small process): the same order, filters, budget
+    and cursor as `positions_page`, O(rows)."""
+    asset = None if q.asset is None else q.asset.casefold()
+    pool = sorted(
+        (r for r in rows if asset is None or str(r.get("asset", "")).casefold() == asset),
+        key=lambda r: str(r["position_id"]),
+    )
+    if q.after is not None:
+        pool = [r for r in pool if str(r["position_id"]) > q.after]
+    filtered = q.action is not None or q.min_score is not None or q.max_score is not None
+    page = PositionsPage()
+    for i, row in enumerate(pool):
+        page.scanned += 1
+        a = row.get("latest_action")
+        if not filtered or (
+            isinstance(a, dict)
+            and (q.action is None or a.get("action") == q.action)
+            and (q.min_score is None or float(a.get("risk_score", 0.0)) >= q.min_score)
+            and (q.max_score is None or float(a.get("risk_score", 0.0)) <= q.max_score)
+        ):
+            page.rows.append(row)
+        full = len(page.rows) >= q.limit
+        if full or page.scanned >= q.budget:
+            if i + 1 < len(pool):
+                page.next_after = str(row["position_id"])
+                page.partial = not full
+            break
+    return page
