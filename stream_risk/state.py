@@ -24,6 +24,7 @@ defaults derive them from `positions()`, O(table), for small states and test dou
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 from stream_risk.engine.core import Engine
@@ -80,6 +81,11 @@ class SidecarState(ABC):
         None: the sidecar derives what it can from `positions()` (O(table))."""
         return None
 
+    def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]] | None:
+        """`exposure_view()["assets"]` of these assets only (those of a page of `GET
+        /positions`), without the rest of the book. None: take them from `exposure_view()`."""
+        return None
+
 
 class StatelessState(SidecarState):
     """`stream-risk serve`: no broker, no table. Always ready; `/positions` is empty."""
@@ -117,3 +123,6 @@ class EngineState(SidecarState):
 
     def exposure_view(self) -> dict[str, Any]:
         return self.engine.book_exposure()
+
+    def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]]:
+        return self.engine.asset_exposure(assets)

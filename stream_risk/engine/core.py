@@ -339,38 +339,14 @@ class Engine:
         P&L at move m of a set of positions = Σ size × price × m = net notional × m.
         Positions whose market has no price yet count in `positions` only.
         """
-        cfg = self.config.risk
-        moves = (
-            ("pnl_down_5pct", -cfg.large_move),
-            ("pnl_down_2pct", -cfg.small_move),
-            ("pnl_up_2pct", cfg.small_move),
-            ("pnl_up_5pct", cfg.large_move),
-        )
+        moves = self._moves()
         assets: dict[str, dict[str, Any]] = {}
         book_net = book_gross = 0.0
         book_n = 0
-        sizes = self.table.sizes
         for asset, pids in self.table.by_asset.items():
-            market = self.table.markets.get(asset)
-            priced = market is not None and market.ts >= 0
-            price = market.current_price if market is not None and priced else 0.0
-            net = gross = 0.0
-            if priced:
-                # Σ size × price = price × Σ size (the table keeps the sums per asset).
-                net_size, gross_size = sizes.get(asset, (0.0, 0.0))
-                net = net_size * price
-                gross = gross_size * price
-            e: dict[str, Any] = {
-                "positions": len(pids),
-                "price": price if priced else None,
-                "net_notional_usd": net,
-                "gross_notional_usd": gross,
-            }
-            for name, m in moves:
-                e[name] = net * m
-            assets[asset] = e
-            book_net += net
-            book_gross += gross
+            e = assets[asset] = self._asset_exposure(asset, len(pids), moves)
+            book_net += e["net_notional_usd"]
+            book_gross += e["gross_notional_usd"]
             book_n += len(pids)
         book: dict[str, Any] = {
             "positions": book_n,
@@ -395,6 +371,46 @@ class Engine:
                         {"scope": scope, "limit": name, "limit_usd": limit, "value_usd": value}
                     )
         return {"assets": assets, "book": book, "limits": limits, "breaches": breaches}
+
+    def asset_exposure(self, assets: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """`book_exposure()["assets"]` for these assets only (those of the table among
+        them): O(len(assets)), e.g. the assets of a page of `GET /positions`."""
+        moves = self._moves()
+        by_asset = self.table.by_asset
+        return {
+            a: self._asset_exposure(a, len(by_asset[a]), moves) for a in assets if a in by_asset
+        }
+
+    def _moves(self) -> tuple[tuple[str, float], ...]:
+        cfg = self.config.risk
+        return (
+            ("pnl_down_5pct", -cfg.large_move),
+            ("pnl_down_2pct", -cfg.small_move),
+            ("pnl_up_2pct", cfg.small_move),
+            ("pnl_up_5pct", cfg.large_move),
+        )
+
+    def _asset_exposure(
+        self, asset: str, n: int, moves: tuple[tuple[str, float], ...]
+    ) -> dict[str, Any]:
+        market = self.table.markets.get(asset)
+        priced = market is not None and market.ts >= 0
+        price = market.current_price if market is not None and priced else 0.0
+        net = gross = 0.0
+        if priced:
+            # Σ size × price = price × Σ size (the table keeps the sums per asset).
+            net_size, gross_size = self.table.sizes.get(asset, (0.0, 0.0))
+            net = net_size * price
+            gross = gross_size * price
+        e: dict[str, Any] = {
+            "positions": n,
+            "price": price if priced else None,
+            "net_notional_usd": net,
+            "gross_notional_usd": gross,
+        }
+        for name, m in moves:
+            e[name] = net * m
+        return e
 
     # ------------------------------------------------------------------ internals
     def _live_timer(self, due: int, seq: int, pid: str) -> bool:

@@ -26,7 +26,7 @@ import gc
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1086,6 +1086,9 @@ class StreamProcessor(SidecarState):
 
     def count(self, asset: str | None = None) -> int:
         return self.engine.count(asset)
+
+    def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]]:
+        return self.engine.asset_exposure(assets)
 
 
 async def _send_alert(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:

@@ -44,7 +44,13 @@ from stream_risk.engine.views import MAX_LIMIT, PositionQuery
 from stream_risk.metrics import EngineView, Metrics
 from stream_risk.rules import ACTIONS
 from stream_risk.sidecar.dashboard import add_dashboard
-from stream_risk.sidecar.exposure import book_exposure, exposure_of, state_exposure
+from stream_risk.sidecar.exposure import (
+    Exposure,
+    book_exposure,
+    exposure_from_view,
+    exposure_of,
+    state_exposure,
+)
 from stream_risk.state import SidecarState, StatelessState
 
 log = logging.getLogger("stream_risk.sidecar")
@@ -106,8 +112,8 @@ DEFAULT_LIMIT: Final = 100
 #: Candidates one request examines at most (a sparse filter ends its page early).
 SCAN_BUDGET: Final = 20_000
 #: Rows and candidates read from the state in one go, between which the loop is free.
-CHUNK_ROWS: Final = 100
-CHUNK_SCAN: Final = 2_000
+CHUNK_ROWS: Final = 50
+CHUNK_SCAN: Final = 1_000
 POSITIONS_PARAMS: Final = ("asset", "action", "min_score", "max_score", "limit", "cursor")
 
 
@@ -283,17 +289,35 @@ def create_app(
         m.observe_http("/metrics", request.method, 200, perf() - t0)
         return resp
 
-    async def positions(request: web.Request) -> web.Response:
+    async def positions(request: web.Request) -> web.StreamResponse:
         t0 = perf()
+        resp: web.StreamResponse | None = None
         try:
             q, limit = parse_positions_query(request.query)
-            parts: list[bytes] = []
+            # The exposure of the page's assets (and the filter's), made chunk by chunk
+            # beside the rows: bounded by the page, not the book. None: the state has no
+            # per-asset sums (then from its whole view, once, at the end).
+            exposure: Exposure | None = {}
             n = scanned = 0
             after = q.after
             while True:
                 page = state.positions_page(q)
+                if resp is None:
+                    # Streamed chunk by chunk (the socket takes each as it is made): the
+                    # status is sent once the first chunk was read without error.
+                    resp = web.StreamResponse(headers={"Content-Type": _JSON})
+                    await resp.prepare(request)
+                    await resp.write(b'{"positions":[')
                 if page.rows:
-                    parts.append(orjson.dumps(page.rows, option=orjson.OPT_NON_STR_KEYS)[1:-1])
+                    data = orjson.dumps(page.rows, option=orjson.OPT_NON_STR_KEYS)[1:-1]
+                    await resp.write(b"," + data if n else data)
+                    if exposure is not None:
+                        new = {str(r.get("asset")) for r in page.rows} - exposure.keys()
+                        some = state.asset_exposure(new) if new else {}
+                        if some is None:
+                            exposure = None
+                        else:
+                            exposure.update(exposure_from_view({"assets": some}))
                 n += len(page.rows)
                 scanned += page.scanned
                 after = page.next_after
@@ -304,6 +328,12 @@ def create_app(
                     q, after=after, limit=min(CHUNK_ROWS, limit - n), budget=min(CHUNK_SCAN, left)
                 )
                 await asyncio.sleep(0)  # the loop is free between chunks
+            await asyncio.sleep(0)  # and before the end of the body
+            if q.asset is not None:  # the filter's asset even on an empty page
+                spellings = {q.asset, q.asset.upper(), q.asset.lower()}
+                exposure = state_exposure(state, q.asset, spellings | (exposure or {}).keys())
+            elif exposure is None:
+                exposure = state_exposure(state, None, None)
             meta = {
                 "mode": state.mode,
                 "count": n,
@@ -318,22 +348,22 @@ def create_app(
                     "max_score": q.max_score,
                 },
                 "total": state.count(q.asset),
-                "exposure": state_exposure(state, q.asset),
+                "exposure": exposure,
             }
-            body = (
-                b'{"positions":['
-                + b",".join(parts)
-                + b"],"
-                + orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS)[1:]
-            )
-            resp = web.Response(body=body, content_type=_JSON)
+            await resp.write(b"]," + orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS)[1:])
+            await resp.write_eof()
         except InvalidInput as exc:
             resp = web.Response(status=422, body=orjson.dumps(exc.body()), content_type=_JSON)
             m.http_error("/positions", "validation")
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client went away
         except Exception:
             log.exception("GET /positions failed")
-            resp = web.Response(status=500, body=_INTERNAL, content_type=_JSON)
             m.http_error("/positions", "internal")
+            if resp is not None:  # part of the body is sent: cut it, the client sees it
+                resp.force_close()
+                raise
+            resp = web.Response(status=500, body=_INTERNAL, content_type=_JSON)
         m.observe_http("/positions", request.method, resp.status, perf() - t0)
         return resp
 

@@ -28,7 +28,7 @@ out: the sidecar never formats the whole table to answer a read (docs/design.md 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final
 
 from stream_risk.state import SidecarState
@@ -120,13 +120,16 @@ def exposure_of(
     return out
 
 
-def exposure_from_view(view: Mapping[str, Any]) -> Exposure:
-    """Exposure per asset from `exposure_view()` (`Engine.book_exposure()`), no rows."""
+def exposure_from_view(view: Mapping[str, Any], only: Collection[str] | None = None) -> Exposure:
+    """Exposure per asset from `exposure_view()` (`Engine.book_exposure()`), no rows; only
+    the assets in `only` when given."""
     out: Exposure = {}
     assets = view.get("assets")
     if not isinstance(assets, Mapping):
         return out
     for name, x in assets.items():
+        if only is not None and name not in only:
+            continue
         net = float(x.get("net_notional_usd") or 0.0)
         gross = float(x.get("gross_notional_usd") or 0.0)
         e: dict[str, Any] = {
@@ -144,11 +147,21 @@ def exposure_from_view(view: Mapping[str, Any]) -> Exposure:
     return out
 
 
-def state_exposure(state: SidecarState, asset: str | None = None) -> Exposure:
-    """Exposure per asset of `state` (only `asset`'s, case-insensitive, when given): from
-    its `exposure_view()` when it has one (no row built), else from its rows."""
-    view = state.exposure_view()
-    out = exposure_of(state, state.positions(None)) if view is None else exposure_from_view(view)
+def state_exposure(
+    state: SidecarState, asset: str | None = None, only: Collection[str] | None = None
+) -> Exposure:
+    """Exposure per asset of `state`: from its `exposure_view()` when it has one (no row
+    built), else from its rows. `asset`: only that asset's (case-insensitive); `only`: only
+    these assets (exact names, e.g. those of a page's rows)."""
+    some = None if only is None else state.asset_exposure(only)
+    if some is not None:
+        out = exposure_from_view({"assets": some})
+    elif (view := state.exposure_view()) is not None:
+        out = exposure_from_view(view, only)
+    else:
+        out = exposure_of(state, state.positions(None))
+        if only is not None:
+            out = {name: e for name, e in out.items() if name in only}
     if asset is None:
         return out
     folded = asset.casefold()
