@@ -1,7 +1,7 @@
 """`make bench` = `python -m bench`: every benchmark beside its baseline -> bench/results.md.
 
-    python -m bench                    all seven, full size (~10 min), writes bench/results.md
-    python -m bench http rebuild       a subset (names or numbers: 1..7)
+    python -m bench                    all eight, full size (~12 min), writes bench/results.md
+    python -m bench http rebuild       a subset (names or numbers: 1..8)
     python -m bench --quick            a short smoke run of everything
     python -m bench --out PATH         write the table elsewhere
 
@@ -23,6 +23,7 @@ Benchmarks (the issue's numbering):
     5 replay      bench/bench_replay.py     offline replay, scalar and fast path
     6 memory      bench/bench_memory.py     RSS per tracked position
     7 rebuild     bench/bench_engine.py     table rebuild vs consume-only
+    8 reads       bench/bench_reads.py      sidecar reads of 1M positions: latency, loop holds
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ BENCHMARKS: dict[str, str] = {
     "replay": "5",
     "memory": "6",
     "rebuild": "7",
+    "reads": "8",
 }
 TITLES = {
     "1": "assessor calls/s, fixed mix of 10k varied requests",
@@ -65,6 +67,7 @@ TITLES = {
     "5": "offline replay",
     "6": "memory per tracked position",
     "7": "table rebuild",
+    "8": "sidecar reads of a big table",
 }
 #: Seconds a benchmark may take before it is stopped (full run; a quick run has a third).
 TIMEOUTS = {
@@ -75,6 +78,7 @@ TIMEOUTS = {
     "replay": 400,
     "memory": 400,
     "rebuild": 400,
+    "reads": 400,
 }
 
 
@@ -187,6 +191,13 @@ def _memory(quick: bool) -> dict[str, Any]:
     return {"result": r, "rows": bench_memory.rows(r), "notes": bench_memory.notes(r)}
 
 
+def _reads(quick: bool) -> dict[str, Any]:
+    from bench import bench_reads
+
+    r = bench_reads.run(quick)
+    return {"result": r, "rows": bench_reads.rows(r), "notes": bench_reads.notes(r)}
+
+
 def run_one(name: str, quick: bool) -> dict[str, Any]:
     if name == "assessor":
         return _assessor(quick)
@@ -198,6 +209,8 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
         return _replay(quick)
     if name == "memory":
         return _memory(quick)
+    if name == "reads":
+        return _reads(quick)
     raise ValueError(name)
 
 
@@ -411,7 +424,7 @@ def _select(names: list[str]) -> list[str]:
             chosen.append(key)
         else:
             raise SystemExit(
-                f"unknown benchmark {n!r}: choose from {', '.join(BENCHMARKS)} (or 1..7)"
+                f"unknown benchmark {n!r}: choose from {', '.join(BENCHMARKS)} (or 1..8)"
             )
     return [k for k in BENCHMARKS if k in chosen]
 
