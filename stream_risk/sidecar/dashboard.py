@@ -25,7 +25,7 @@ position-id order (`positions_page`), wrapping around at the end. A row whose la
 `assessed_at` changed since the sweep last passed it is a new action; an id the sweep
 passed before and no longer finds is a closed position. A table of up to `SWEEP_ROWS`
 positions is swept whole at every poll (every action seen, as before); a bigger one is
-swept a slice per poll (1,000,000 positions: a lap in ≈ 40 min), so its feed is a sample,
+swept a slice per poll (1,000,000 positions: a lap in ≈ 80 min), so its feed is a sample,
 and the hub remembers at most `MAX_TRACKED` positions (what their last action was). The
 first lap seeds `recent` with the table's latest actions (history, not news). Actions
 published for one position within one lap are conflated (the latest is shown), as the
@@ -41,7 +41,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from importlib import resources
 from typing import Any, Final
 
@@ -52,7 +52,7 @@ from sortedcontainers import SortedDict
 from stream_risk.engine.views import PositionQuery, PositionsPage
 from stream_risk.metrics import Metrics
 from stream_risk.rules import ACTIONS
-from stream_risk.sidecar.exposure import Exposure, state_exposure
+from stream_risk.sidecar.exposure import Exposure, exposure_from_view, state_exposure
 from stream_risk.state import SidecarState
 
 log = logging.getLogger("stream_risk.sidecar.dashboard")
@@ -70,8 +70,9 @@ RECENT_ACTIONS: Final = 60
 MAX_QUEUED_FRAMES: Final = 256
 #: The pause between polls is at least this many times the last poll's duration.
 MAX_LOOP_SHARE_FACTOR: Final = 4.0
-#: Rows one poll sweeps (≈ 2 ms of formatting): a table this small is seen whole each poll.
-SWEEP_ROWS: Final = 200
+#: Rows one poll sweeps (≈ 1-2 ms of formatting at 1M positions): a table this small is
+#: seen whole at each poll.
+SWEEP_ROWS: Final = 100
 #: Positions whose last action the hub remembers (beyond it, the feed is a sample).
 MAX_TRACKED: Final = 20_000
 
@@ -239,7 +240,7 @@ class DashboardHub:
                 if not self._subs:
                     break
                 t0 = time.perf_counter()
-                frames = self._poll()
+                frames = await self._poll_yielding()
                 took = time.perf_counter() - t0
                 self._broadcast(frames)
         except asyncio.CancelledError:
@@ -250,18 +251,44 @@ class DashboardHub:
                 self._drop(q)
 
     def _poll(self) -> list[bytes]:
+        """One poll at once (`subscribe`, tests): see `_polling`."""
+        steps = self._polling()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                frames: list[bytes] = done.value
+                return frames
+
+    async def _poll_yielding(self) -> list[bytes]:
+        """One poll, the event loop free between its reads (each a few ms at most)."""
+        steps = self._polling()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                frames: list[bytes] = done.value
+                return frames
+            await asyncio.sleep(0)
+
+    def _polling(self) -> Generator[None, None, list[bytes]]:
         """Read the state (the next slice of the sweep, the status, the exposure), update
-        the hub's memory, return the frames describing the change."""
+        the hub's memory, return the frames describing the change. Yields between its
+        steps: the caller may give the loop back there."""
         self.polls += 1
         lo = self._sweep_after
         try:
             page = self.state.positions_page(
                 PositionQuery(after=lo, limit=SWEEP_ROWS, budget=SWEEP_ROWS)
             )
+            yield
             count = self.state.count()
             ready, reasons = self.state.is_ready()
-            exposure = state_exposure(self.state)
-            desk = self._desk()
+            view = self.state.exposure_view()
+            yield
+            exposure = state_exposure(self.state) if view is None else exposure_from_view(view)
+            desk = self._desk(view)
+            yield
         except Exception as exc:
             log.exception("dashboard: reading the state failed")
             page = PositionsPage(next_after=lo)  # the sweep stays where it was
@@ -362,9 +389,9 @@ class DashboardHub:
         frames.extend(frame("action", a) for a in actions)
         return frames
 
-    def _desk(self) -> dict[str, Any] | None:
+    @staticmethod
+    def _desk(view: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """Limits in force, their breaches and the active alerts (docs/design.md D9)."""
-        view = self.state.exposure_view()
         if view is None:
             return None
         return {
