@@ -294,6 +294,10 @@ def create_app(
         resp: web.StreamResponse | None = None
         try:
             q, limit = parse_positions_query(request.query)
+            if request.method == "HEAD":  # no body to stream (it would corrupt the reply)
+                resp = web.Response(content_type=_JSON)
+                m.observe_http("/positions", request.method, 200, perf() - t0)
+                return resp
             # The exposure of the page's assets (and the filter's), made chunk by chunk
             # beside the rows: bounded by the page, not the book. None: the state has no
             # per-asset sums (then from its whole view, once, at the end).

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stream_risk.engine import Engine, PositionQuery, PositionsPage
+from stream_risk.engine.views import page_of_rows
 
 from . import T0, close, position, tick
 
@@ -210,3 +211,28 @@ def test_the_indexes_follow_a_position_that_moves_asset_and_closes() -> None:
 def test_a_query_out_of_bounds_is_refused(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         PositionQuery(**bad)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"limit": 7},
+        {"asset": "eth", "limit": 4},
+        {"min_score": 0.0, "budget": 6},
+        {"action": "HEDGE_PARTIAL", "limit": 3, "budget": 9},
+        {"action": "LIQUIDATE", "budget": 10},
+    ],
+)
+def test_paging_rows_already_made_gives_the_engines_pages(query: dict[str, Any]) -> None:
+    """`page_of_rows` (SidecarState's default, over `positions()`) pages like the engine:
+    the same rows, cursors, budget and partial flags, page after page."""
+    engine = book(50)
+    rows = engine.snapshot()
+    after = None
+    while True:
+        ours = page_of_rows(rows, PositionQuery(after=after, **query))
+        theirs = engine.positions_page(PositionQuery(after=after, **query))
+        assert ours == theirs
+        after = theirs.next_after
+        if after is None:
+            break

@@ -236,6 +236,16 @@ async def test_a_page_is_read_in_bounded_chunks() -> None:
         assert all(q.budget <= sidecar_app.CHUNK_SCAN for q in calls)
 
 
+async def test_head_answers_without_a_body(client: TestClient[Any, Any]) -> None:
+    """HEAD (a GET route answers it too): headers only, the connection still usable."""
+    r = await client.head("/positions?limit=5")
+    assert r.status == 200 and r.content_type == "application/json"
+    assert await r.read() == b""
+    assert (await client.head("/positions?limit=0")).status == 422
+    status, body = await get(client, "/positions", limit=5)  # same connection, next request
+    assert status == 200 and body["count"] == 5
+
+
 # ---------------------------------------------------------------------- 422
 @pytest.mark.parametrize(
     ("params", "field"),
