@@ -330,7 +330,9 @@
   function renderPager() {
     var pg = state.page, n = state.rows.size;
     var first = (pg.number - 1) * pg.limit;
-    var text = n ? "rows " + (first + 1).toLocaleString("en-US") + "–" + (first + n).toLocaleString("en-US") : "no rows";
+    // With an action filter, pages may be partial (the server's scan budget): no offsets.
+    var text = !n ? "no rows" : state.action ? n + (n === 1 ? " row" : " rows")
+      : "rows " + (first + 1).toLocaleString("en-US") + "–" + (first + n).toLocaleString("en-US");
     if (num(pg.total) && !state.action) text += " of " + pg.total.toLocaleString("en-US");
     text += " · page " + pg.number;
     document.getElementById("page-info").textContent = text;
