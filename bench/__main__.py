@@ -1,7 +1,7 @@
 """`make bench` = `python -m bench`: every benchmark beside its baseline -> bench/results.md.
 
-    python -m bench                    all eight, full size (~13 min), writes bench/results.md
-    python -m bench http rebuild       a subset (names or numbers: 1..8)
+    python -m bench                    all nine, full size (~15 min), writes bench/results.md
+    python -m bench http rebuild       a subset (names or numbers: 1..9)
     python -m bench --quick            a short smoke run of everything
     python -m bench --out PATH         write the table elsewhere
 
@@ -24,6 +24,7 @@ Benchmarks (the issue's numbering):
     6 memory      bench/bench_memory.py     RSS per tracked position
     7 rebuild     bench/bench_engine.py     table rebuild vs consume-only
     8 quix        bench/bench_quix.py       a peer: the same job in Quix Streams vs the engine
+    9 reads       bench/bench_reads.py      sidecar reads of 1M positions: latency, loop holds
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "6",
     "rebuild": "7",
     "quix": "8",
+    "reads": "9",
 }
 TITLES = {
     "1": "assessor calls/s, fixed mix of 10k varied requests",
@@ -68,6 +70,7 @@ TITLES = {
     "6": "memory per tracked position",
     "7": "table rebuild",
     "8": "peer: the same job in Quix Streams",
+    "9": "sidecar reads of a big table",
 }
 #: Seconds a benchmark may take before it is stopped (full run; a quick run has a third).
 TIMEOUTS = {
@@ -79,6 +82,7 @@ TIMEOUTS = {
     "memory": 400,
     "rebuild": 400,
     "quix": 600,
+    "reads": 400,
 }
 
 
@@ -198,6 +202,13 @@ def _quix(quick: bool) -> dict[str, Any]:
     return {"result": r, "rows": bench_quix.rows(r), "notes": bench_quix.notes(r)}
 
 
+def _reads(quick: bool) -> dict[str, Any]:
+    from bench import bench_reads
+
+    r = bench_reads.run(quick)
+    return {"result": r, "rows": bench_reads.rows(r), "notes": bench_reads.notes(r)}
+
+
 def run_one(name: str, quick: bool) -> dict[str, Any]:
     if name == "assessor":
         return _assessor(quick)
@@ -211,6 +222,8 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
         return _memory(quick)
     if name == "quix":
         return _quix(quick)
+    if name == "reads":
+        return _reads(quick)
     raise ValueError(name)
 
 
@@ -427,7 +440,7 @@ def _select(names: list[str]) -> list[str]:
             chosen.append(key)
         else:
             raise SystemExit(
-                f"unknown benchmark {n!r}: choose from {', '.join(BENCHMARKS)} (or 1..8)"
+                f"unknown benchmark {n!r}: choose from {', '.join(BENCHMARKS)} (or 1..9)"
             )
     return [k for k in BENCHMARKS if k in chosen]
 

@@ -11,6 +11,7 @@ from stream_risk.engine.events import (
     StepResult,
     TickEvent,
 )
+from stream_risk.engine.views import PositionQuery, PositionsPage
 
 __all__ = [
     "ConfigEvent",
@@ -20,6 +21,8 @@ __all__ = [
     "Lineage",
     "Output",
     "PositionEvent",
+    "PositionQuery",
+    "PositionsPage",
     "Rejected",
     "Stats",
     "StepResult",

@@ -56,6 +56,14 @@ from stream_risk.engine.table import (
     Table,
 )
 from stream_risk.engine.timers import Timers
+from stream_risk.engine.views import (
+    PositionQuery,
+    PositionsPage,
+    position_row,
+    positions_page,
+    resolve_assets,
+)
+from stream_risk.engine.views import waiting_detail as _waiting_detail
 from stream_risk.models import MarketTick, PositionMessage
 
 EmitPolicy = Literal["changed", "all"]
@@ -250,31 +258,32 @@ class Engine:
 
     # ------------------------------------------------------------------ reads
     def snapshot(self, asset: str | None = None) -> list[dict[str, Any]]:
-        """The table as JSON-ready rows, with each position's latest published action."""
+        """The whole table as JSON-ready rows, with each position's latest published action.
+
+        O(positions), every action's record made again: for tests, replay and small
+        tables. A server pages with `positions_page` instead."""
         t = self.table
         pids = t.by_asset.get(asset, {}) if asset is not None else t.positions
-        rows = []
-        for pid in pids:
-            pos = t.positions[pid]
-            market = t.markets.get(pos.asset)
-            last = pos.last
-            detail = _waiting_detail(pos.asset, market)
-            rows.append(
-                {
-                    "position_id": pid,
-                    "asset": pos.asset,
-                    "size": pos.size,
-                    "entry_price": pos.entry_price,
-                    "position_ts": pos.ts,
-                    "tick_ts": market.ts if market is not None else None,
-                    "waiting_for": [] if detail is None else detail["missing"],
-                    "waiting": detail,
-                    "estimated_inputs": [] if market is None else market.estimated(),
-                    "next_evaluation_ts": pos.next_due if pos.next_due >= 0 else None,
-                    "latest_action": None if last is None else last.record(),
-                }
-            )
-        return rows
+        return [position_row(t, t.positions[pid]) for pid in pids]
+
+    def positions_page(self, query: PositionQuery | None = None) -> PositionsPage:
+        """One page of the table in position-id order, filtered (`PositionQuery`): bounded
+        work whatever the table's size (O(log n) seek, at most `query.budget` candidates
+        examined, only the returned rows formatted). Continue with
+        `PositionQuery(..., after=page.next_after)` until `next_after` is None."""
+        return positions_page(self.table, query or PositionQuery())
+
+    def position(self, position_id: str) -> dict[str, Any] | None:
+        """One position's row (as in `snapshot`), or None when the table has no such id."""
+        pos = self.table.positions.get(position_id)
+        return None if pos is None else position_row(self.table, pos)
+
+    def count(self, asset: str | None = None) -> int:
+        """Positions in the table (on `asset`, case-insensitive, when given). O(1)/O(assets)."""
+        t = self.table
+        if asset is None:
+            return len(t.positions)
+        return sum(len(t.ids_by_asset[a]) for a in resolve_assets(t, asset))
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Assets whose positions cannot be assessed yet: per asset, how many positions
@@ -330,38 +339,14 @@ class Engine:
         P&L at move m of a set of positions = Σ size × price × m = net notional × m.
         Positions whose market has no price yet count in `positions` only.
         """
-        cfg = self.config.risk
-        moves = (
-            ("pnl_down_5pct", -cfg.large_move),
-            ("pnl_down_2pct", -cfg.small_move),
-            ("pnl_up_2pct", cfg.small_move),
-            ("pnl_up_5pct", cfg.large_move),
-        )
+        moves = self._moves()
         assets: dict[str, dict[str, Any]] = {}
         book_net = book_gross = 0.0
         book_n = 0
-        sizes = self.table.sizes
         for asset, pids in self.table.by_asset.items():
-            market = self.table.markets.get(asset)
-            priced = market is not None and market.ts >= 0
-            price = market.current_price if market is not None and priced else 0.0
-            net = gross = 0.0
-            if priced:
-                # Σ size × price = price × Σ size (the table keeps the sums per asset).
-                net_size, gross_size = sizes.get(asset, (0.0, 0.0))
-                net = net_size * price
-                gross = gross_size * price
-            e: dict[str, Any] = {
-                "positions": len(pids),
-                "price": price if priced else None,
-                "net_notional_usd": net,
-                "gross_notional_usd": gross,
-            }
-            for name, m in moves:
-                e[name] = net * m
-            assets[asset] = e
-            book_net += net
-            book_gross += gross
+            e = assets[asset] = self._asset_exposure(asset, len(pids), moves)
+            book_net += e["net_notional_usd"]
+            book_gross += e["gross_notional_usd"]
             book_n += len(pids)
         book: dict[str, Any] = {
             "positions": book_n,
@@ -386,6 +371,46 @@ class Engine:
                         {"scope": scope, "limit": name, "limit_usd": limit, "value_usd": value}
                     )
         return {"assets": assets, "book": book, "limits": limits, "breaches": breaches}
+
+    def asset_exposure(self, assets: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """`book_exposure()["assets"]` for these assets only (those of the table among
+        them): O(len(assets)), e.g. the assets of a page of `GET /positions`."""
+        moves = self._moves()
+        by_asset = self.table.by_asset
+        return {
+            a: self._asset_exposure(a, len(by_asset[a]), moves) for a in assets if a in by_asset
+        }
+
+    def _moves(self) -> tuple[tuple[str, float], ...]:
+        cfg = self.config.risk
+        return (
+            ("pnl_down_5pct", -cfg.large_move),
+            ("pnl_down_2pct", -cfg.small_move),
+            ("pnl_up_2pct", cfg.small_move),
+            ("pnl_up_5pct", cfg.large_move),
+        )
+
+    def _asset_exposure(
+        self, asset: str, n: int, moves: tuple[tuple[str, float], ...]
+    ) -> dict[str, Any]:
+        market = self.table.markets.get(asset)
+        priced = market is not None and market.ts >= 0
+        price = market.current_price if market is not None and priced else 0.0
+        net = gross = 0.0
+        if priced:
+            # Σ size × price = price × Σ size (the table keeps the sums per asset).
+            net_size, gross_size = self.table.sizes.get(asset, (0.0, 0.0))
+            net = net_size * price
+            gross = gross_size * price
+        e: dict[str, Any] = {
+            "positions": n,
+            "price": price if priced else None,
+            "net_notional_usd": net,
+            "gross_notional_usd": gross,
+        }
+        for name, m in moves:
+            e[name] = net * m
+        return e
 
     # ------------------------------------------------------------------ internals
     def _live_timer(self, due: int, seq: int, pid: str) -> bool:
@@ -813,17 +838,6 @@ class Engine:
         )
         stats.published += 1
         res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))
-
-
-def _waiting_detail(asset: str, market: MarketState | None) -> dict[str, Any] | None:
-    """What positions on `asset` wait for, for people (`MarketState.waiting`), or None
-    when they can be assessed."""
-    if market is None:
-        return {
-            "missing": ["current_price"],
-            "current_price": f"no tick of {asset} on market-ticks yet",
-        }
-    return market.waiting()
 
 
 def _scope_order(scope: str) -> tuple[int, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import orjson
+from sortedcontainers import SortedList
 
 from stream_risk.assessor import assess
 from stream_risk.config import RiskConfig
@@ -404,9 +405,11 @@ class PositionState:
 
 
 class Table:
-    """Positions, markets, and the asset -> positions and partition -> positions indexes."""
+    """Positions, markets, and the asset -> positions and partition -> positions indexes;
+    and the position ids in order, of the table (`ids`) and per asset (`ids_by_asset`), so
+    that a page of `GET /positions` seeks its cursor in O(log n) (docs/design.md D14)."""
 
-    __slots__ = ("by_asset", "by_partition", "markets", "positions", "sizes")
+    __slots__ = ("by_asset", "by_partition", "ids", "ids_by_asset", "markets", "positions", "sizes")
 
     def __init__(self) -> None:
         self.positions: dict[str, PositionState] = {}
@@ -416,6 +419,9 @@ class Table:
         #: Per asset [Σ size, Σ |size|] of its positions: exposure in O(assets), not
         #: O(positions) (docs/design.md D9). Reset when an asset's last position goes.
         self.sizes: dict[str, list[float]] = {}
+        #: Every position id, sorted; and per asset (dropped with the asset's last position).
+        self.ids: SortedList = SortedList()
+        self.ids_by_asset: dict[str, SortedList] = {}
 
     def upsert(
         self,
@@ -441,13 +447,17 @@ class Table:
         if old_asset is None and old_partition is None:  # new: index it, nothing to unindex
             self.by_asset.setdefault(pos.asset, {})[pid] = None
             self.by_partition.setdefault(pos.partition, {})[pid] = None
+            self.ids.add(pid)
+            self._sorted_add(pos.asset, pid)
             return
         if old_asset != pos.asset:
             if old_asset is not None:
                 self._unindex(self.by_asset, old_asset, pos.position_id)
+                self._sorted_discard(old_asset, pid)
                 if old_asset not in self.by_asset:
                     self.sizes.pop(old_asset, None)
             self.by_asset.setdefault(pos.asset, {})[pos.position_id] = None
+            self._sorted_add(pos.asset, pid)
         partition = pos.partition
         if old_partition != partition:
             if old_partition is not None:
@@ -465,7 +475,22 @@ class Table:
             if pos.asset not in self.by_asset:
                 self.sizes.pop(pos.asset, None)
             self._unindex(self.by_partition, pos.partition, position_id)
+            self.ids.discard(position_id)
+            self._sorted_discard(pos.asset, position_id)
         return pos
+
+    def _sorted_add(self, asset: str, position_id: str) -> None:
+        ids = self.ids_by_asset.get(asset)
+        if ids is None:
+            ids = self.ids_by_asset[asset] = SortedList()
+        ids.add(position_id)
+
+    def _sorted_discard(self, asset: str, position_id: str) -> None:
+        ids = self.ids_by_asset.get(asset)
+        if ids is not None:
+            ids.discard(position_id)
+            if not ids:
+                del self.ids_by_asset[asset]
 
     @staticmethod
     def _unindex(index: dict[K, dict[str, None]], key: K, position_id: str) -> None:

@@ -26,7 +26,7 @@ import gc
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from stream_risk import alerts as alerting
 from stream_risk.engine import Engine, EngineConfig, PositionEvent, StepResult, TickEvent
 from stream_risk.engine.events import Event, Lineage, Output, Rejected
+from stream_risk.engine.views import PositionQuery, PositionsPage
 from stream_risk.kafka import topics as topic_admin
 from stream_risk.kafka.clients import Clients
 from stream_risk.kafka.codec import (
@@ -1075,6 +1076,19 @@ class StreamProcessor(SidecarState):
     def exposure(self) -> dict[str, dict[str, float]]:
         """Net and gross notional per asset at the latest tick (for `GET /positions`)."""
         return self.engine.exposure()
+
+    # Bounded reads for the sidecar (docs/design.md D14): the engine's own pages and counts.
+    def positions_page(self, query: PositionQuery) -> PositionsPage:
+        return self.engine.positions_page(query)
+
+    def position(self, position_id: str) -> dict[str, Any] | None:
+        return self.engine.position(position_id)
+
+    def count(self, asset: str | None = None) -> int:
+        return self.engine.count(asset)
+
+    def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]]:
+        return self.engine.asset_exposure(assets)
 
 
 async def _send_alert(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:

@@ -7,21 +7,31 @@ Routes (GET):
 - `/` : the page (`static/index.html`), served from the package: no CDN, works offline.
 - `/static/{name}` : the page's script, style sheet and icon (a fixed list; nothing else).
 - `/events` : Server-Sent Events (`text/event-stream`), one stream per open page:
-    - `snapshot` first: the whole table (`rows`, as `GET /positions`), `exposure` per asset,
-      `recent` (the latest actions, newest last) and `status` (ready, reasons, mode);
-    - then `update` whenever something changed: `upserts` (rows whose position or latest
-      action changed), `removed` (position ids closed), `exposure`, `status`;
+    - `snapshot` first: `exposure` per asset, `desk`, `recent` (the latest actions, newest
+      last) and `status` (ready, reasons, mode, how many positions). No rows: the page reads
+      the table a page at a time from `GET /positions` (200 rows, next / previous, filters);
+    - then `update` whenever something changed: `upserts` (rows the hub's sweep found
+      changed), `removed` (position ids it found closed), `exposure`, `desk`, `status`;
     - `action` for each new action seen (a compact summary, with the previous action and
       score of that position) and for each closed position (`closed: true`): the live feed;
     - a `: ping` comment after 15 s of silence, so proxies keep the stream open.
 
-How updates are found: one `DashboardHub` per app polls `state.positions()` every
-`interval` seconds (0.5 s; longer when a poll is slow, so that polling takes at most a fifth
-of the event loop) while at least one page is connected (never otherwise), and
-diffs it by position: a new `latest_action.assessed_at` is a new action. Actions published
-for one position within one interval are conflated (the latest is shown), as the table is.
-Every page gets the same frames, encoded once. A page that cannot keep up (256 frames
-queued) is disconnected; its `EventSource` reconnects and starts again from a snapshot.
+How updates are found, in bounded work whatever the table's size (docs/design.md D14): one
+`DashboardHub` per app polls every `interval` seconds (0.5 s; longer when a poll is slow,
+so that polling takes at most a fifth of the event loop) while at least one page is
+connected (never otherwise). A poll reads the status, the count and the exposure from the
+state's own sums (O(assets)), and *sweeps* the table: the next `SWEEP_ROWS` rows in
+position-id order (`positions_page`), wrapping around at the end. A row whose latest
+`assessed_at` changed since the sweep last passed it is a new action; an id the sweep
+passed before and no longer finds is a closed position. A table of up to `SWEEP_ROWS`
+positions is swept whole at every poll (every action seen, as before); a bigger one is
+swept a slice per poll (1,000,000 positions: a lap in ≈ 80 min), so its feed is a sample,
+and the hub remembers at most `MAX_TRACKED` positions (what their last action was). The
+first lap seeds `recent` with the table's latest actions (history, not news). Actions
+published for one position within one lap are conflated (the latest is shown), as the
+table is. Every page gets the same frames, encoded once. A page that cannot keep up (256
+frames queued) is disconnected; its `EventSource` reconnects and starts again from a
+snapshot.
 """
 
 from __future__ import annotations
@@ -31,16 +41,18 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from importlib import resources
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from sortedcontainers import SortedDict
 
+from stream_risk.engine.views import PositionQuery, PositionsPage
 from stream_risk.metrics import Metrics
 from stream_risk.rules import ACTIONS
-from stream_risk.sidecar.exposure import Exposure, exposure_of
+from stream_risk.sidecar.exposure import Exposure, exposure_from_view, state_exposure
 from stream_risk.state import SidecarState
 
 log = logging.getLogger("stream_risk.sidecar.dashboard")
@@ -58,6 +70,11 @@ RECENT_ACTIONS: Final = 60
 MAX_QUEUED_FRAMES: Final = 256
 #: The pause between polls is at least this many times the last poll's duration.
 MAX_LOOP_SHARE_FACTOR: Final = 4.0
+#: Rows one poll sweeps (≈ 1-2 ms of formatting at 1M positions): a table this small is
+#: seen whole at each poll.
+SWEEP_ROWS: Final = 100
+#: Positions whose last action the hub remembers (beyond it, the feed is a sample).
+MAX_TRACKED: Final = 20_000
 
 _SSE_HEADERS: Final = {
     "Content-Type": "text/event-stream",
@@ -137,14 +154,18 @@ class DashboardHub:
         self.state = state
         self.interval = interval
         self._subs: set[asyncio.Queue[bytes | None]] = set()
-        self._rows: dict[str, dict[str, Any]] = {}
-        self._sigs: dict[str, tuple[Any, ...]] = {}
-        #: position id -> (stamp, action, score) of the latest action seen
-        self._last: dict[str, tuple[Any, Any, Any]] = {}
+        #: position id -> (row signature, stamp, action, score, asset) when the sweep last
+        #: passed it; sorted, so a slice of the sweep finds the ids it passed before.
+        self._tracked: SortedDict = SortedDict()
+        #: Where the sweep goes on from (None: the start of the table).
+        self._sweep_after: str | None = None
         self._exposure: Exposure = {}
+        self._desk_view: dict[str, Any] | None = None
         self._status: dict[str, Any] = {}
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ACTIONS)
         self._primed = False
+        #: The first lap's latest actions, until it ends (then the feed's history).
+        self._history: list[dict[str, Any]] = []
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -219,7 +240,7 @@ class DashboardHub:
                 if not self._subs:
                     break
                 t0 = time.perf_counter()
-                frames = self._poll()
+                frames = await self._poll_yielding()
                 took = time.perf_counter() - t0
                 self._broadcast(frames)
         except asyncio.CancelledError:
@@ -230,72 +251,126 @@ class DashboardHub:
                 self._drop(q)
 
     def _poll(self) -> list[bytes]:
-        """Read the state, update the hub's copy, return the frames describing the change."""
+        """One poll at once (`subscribe`, tests): see `_polling`."""
+        steps = self._polling()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                frames: list[bytes] = done.value
+                return frames
+
+    async def _poll_yielding(self) -> list[bytes]:
+        """One poll, the event loop free between its reads (each a few ms at most)."""
+        steps = self._polling()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                frames: list[bytes] = done.value
+                return frames
+            await asyncio.sleep(0)
+
+    def _polling(self) -> Generator[None, None, list[bytes]]:
+        """Read the state (the next slice of the sweep, the status, the exposure), update
+        the hub's memory, return the frames describing the change. Yields between its
+        steps: the caller may give the loop back there."""
         self.polls += 1
+        lo = self._sweep_after
         try:
-            rows = self.state.positions()
+            page = self.state.positions_page(
+                PositionQuery(after=lo, limit=SWEEP_ROWS, budget=SWEEP_ROWS)
+            )
+            yield
+            count = self.state.count()
             ready, reasons = self.state.is_ready()
+            view = self.state.exposure_view()
+            yield
+            exposure = state_exposure(self.state) if view is None else exposure_from_view(view)
+            desk = self._desk(view)
+            yield
         except Exception as exc:
             log.exception("dashboard: reading the state failed")
-            rows = list(self._rows.values())
+            page = PositionsPage(next_after=lo)  # the sweep stays where it was
+            count = int(self._status.get("positions", 0))
+            exposure, desk = self._exposure, self._desk_view
             ready, reasons = False, [f"reading the table failed: {type(exc).__name__}: {exc}"]
         status = {
             "mode": self.state.mode,
             "ready": ready,
             "reasons": list(reasons),
-            "positions": len(rows),
+            "positions": count,
         }
+        hi = page.next_after  # this slice is (lo, hi]; None: to the end
+        tracked = self._tracked
         upserts: list[dict[str, Any]] = []
         actions: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for row in rows:
+        for row in page.rows:
             pid = str(row.get("position_id"))
             seen.add(pid)
+            old = tracked.get(pid)
+            if old is None and len(tracked) >= MAX_TRACKED:
+                continue  # not followed: the feed of a very big table is a sample
             sig = _signature(row)
-            if self._sigs.get(pid) == sig:
+            if old is not None and old[0] == sig:
                 continue
-            self._rows[pid] = row
-            self._sigs[pid] = sig
             upserts.append(row)
             stamp = _stamp(row)
-            last = self._last.get(pid)
-            if stamp is not None and (last is None or last[0] != stamp):
-                prev = None if last is None else {"action": last[1], "risk_score": last[2]}
+            act = score = None
+            if old is not None:
+                act, score = old[2], old[3]
+            if stamp is not None and (old is None or old[1] != stamp):
+                prev = (
+                    None if old is None or old[1] is None else {"action": act, "risk_score": score}
+                )
                 summary = action_summary(row, prev)
                 if summary is not None:
                     actions.append(summary)
-                    self._last[pid] = (stamp, summary["action"], summary["risk_score"])
-        removed = [pid for pid in self._rows if pid not in seen]
+                    act, score = summary["action"], summary["risk_score"]
+            tracked[pid] = (sig, stamp, act, score, row.get("asset"))
         now_ms = time.time_ns() // 1_000_000
+        passed = tracked.irange(minimum=lo, maximum=hi, inclusive=(False, True))
+        removed = [pid for pid in passed if pid not in seen]
         for pid in removed:
-            old = self._rows.pop(pid)
-            self._sigs.pop(pid, None)
-            last = self._last.pop(pid, None)
+            old = tracked.pop(pid)
             actions.append(
                 {
                     "position_id": pid,
-                    "asset": old.get("asset"),
+                    "asset": old[4],
                     "closed": True,
-                    "prev_action": None if last is None else last[1],
-                    "prev_score": None if last is None else last[2],
+                    "prev_action": old[2],
+                    "prev_score": old[3],
                     "assessed_at": now_ms,
                 }
             )
+        self._sweep_after = hi
         if not self._primed:
-            # First look at the table: its latest actions seed the feed, oldest first; they
-            # are history, not news, so no `action` frames for them.
-            self._primed = True
-            history = sorted(actions, key=lambda s: s.get("assessed_at") or 0)
-            self._recent.extend(history)
+            # The first lap of the table: its latest actions seed the feed, oldest first;
+            # they are history, not news, so no `action` frames for them.
+            history = self._history
+            history.extend(actions)
+            if hi is None or len(history) > 4 * RECENT_ACTIONS:
+                history.sort(key=lambda s: s.get("assessed_at") or 0)
+                del history[:-RECENT_ACTIONS]
+            if hi is None:
+                self._primed = True
+                self._recent.extend(history)
+                history.clear()
             actions = []
         else:
             actions.sort(key=lambda s: s.get("assessed_at") or 0)
             self._recent.extend(actions)
-        changed = bool(upserts or removed or status != self._status)
-        self._status = status
+        changed = bool(
+            upserts
+            or removed
+            or status != self._status
+            or exposure != self._exposure
+            or desk != self._desk_view
+        )
+        self._status, self._exposure, self._desk_view = status, exposure, desk
         if not changed:
             return []
-        self._exposure = exposure_of(self.state, list(self._rows.values()))
         self._seq += 1
         frames = [
             frame(
@@ -303,8 +378,8 @@ class DashboardHub:
                 {
                     "upserts": upserts,
                     "removed": removed,
-                    "exposure": self._exposure,
-                    "desk": self._desk(),
+                    "exposure": exposure,
+                    "desk": desk,
                     "status": status,
                     "server_ts": now_ms,
                 },
@@ -314,9 +389,9 @@ class DashboardHub:
         frames.extend(frame("action", a) for a in actions)
         return frames
 
-    def _desk(self) -> dict[str, Any] | None:
+    @staticmethod
+    def _desk(view: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """Limits in force, their breaches and the active alerts (docs/design.md D9)."""
-        view = self.state.exposure_view()
         if view is None:
             return None
         return {
@@ -327,14 +402,11 @@ class DashboardHub:
         }
 
     def _snapshot_frame(self) -> bytes:
-        if not self._exposure and self._rows:
-            self._exposure = exposure_of(self.state, list(self._rows.values()))
         return frame(
             "snapshot",
             {
-                "rows": list(self._rows.values()),
                 "exposure": self._exposure,
-                "desk": self._desk(),
+                "desk": self._desk_view,
                 "recent": list(self._recent),
                 "status": self._status,
                 "interval_ms": int(self.interval * 1000),

@@ -17,11 +17,18 @@ Per asset:
 
 Positions still waiting for market data have no action: they count in `positions` (and in
 the engine's notional once a price is known) but add nothing to the P&L sums.
+
+A state with a table of its own (the engine) gives its exposure per asset without a row
+(`SidecarState.exposure_view()`, from the running sums of its table: O(assets));
+`state_exposure` then takes it from there (`exposure_from_view`): positions, net, gross,
+long and short notional and the unhedged P&L per move, `priced_by: "tick"`. What only the
+rows know (how many longs and shorts, the P&L if every advised hedge were placed) is left
+out: the sidecar never formats the whole table to answer a read (docs/design.md D14).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final
 
 from stream_risk.state import SidecarState
@@ -113,7 +120,63 @@ def exposure_of(
     return out
 
 
-__all__ = ["MOVES", "Exposure", "book_exposure", "exposure_from_rows", "exposure_of"]
+def exposure_from_view(view: Mapping[str, Any], only: Collection[str] | None = None) -> Exposure:
+    """Exposure per asset from `exposure_view()` (`Engine.book_exposure()`), no rows; only
+    the assets in `only` when given."""
+    out: Exposure = {}
+    assets = view.get("assets")
+    if not isinstance(assets, Mapping):
+        return out
+    for name, x in assets.items():
+        if only is not None and name not in only:
+            continue
+        net = float(x.get("net_notional_usd") or 0.0)
+        gross = float(x.get("gross_notional_usd") or 0.0)
+        e: dict[str, Any] = {
+            "positions": int(x.get("positions") or 0),
+            "price": x.get("price"),
+            "net_notional_usd": net,
+            "gross_notional_usd": gross,
+            "long_notional_usd": max(0.0, (gross + net) / 2),
+            "short_notional_usd": max(0.0, (gross - net) / 2),
+        }
+        for m in MOVES:
+            e[f"pnl_{m}"] = float(x.get(f"pnl_{m}") or 0.0)
+        e["priced_by"] = "tick" if x.get("price") is not None else "none"
+        out[str(name)] = e
+    return out
+
+
+def state_exposure(
+    state: SidecarState, asset: str | None = None, only: Collection[str] | None = None
+) -> Exposure:
+    """Exposure per asset of `state`: from its `exposure_view()` when it has one (no row
+    built), else from its rows. `asset`: only that asset's (case-insensitive); `only`: only
+    these assets (exact names, e.g. those of a page's rows)."""
+    some = None if only is None else state.asset_exposure(only)
+    if some is not None:
+        out = exposure_from_view({"assets": some})
+    elif (view := state.exposure_view()) is not None:
+        out = exposure_from_view(view, only)
+    else:
+        out = exposure_of(state, state.positions(None))
+        if only is not None:
+            out = {name: e for name, e in out.items() if name in only}
+    if asset is None:
+        return out
+    folded = asset.casefold()
+    return {name: e for name, e in out.items() if name.casefold() == folded}
+
+
+__all__ = [
+    "MOVES",
+    "Exposure",
+    "book_exposure",
+    "exposure_from_rows",
+    "exposure_from_view",
+    "exposure_of",
+    "state_exposure",
+]
 
 
 def book_exposure(per_asset: Exposure) -> dict[str, Any]:

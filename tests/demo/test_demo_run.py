@@ -141,6 +141,8 @@ async def test_positions_list_positions_with_actions(demo: Demo) -> None:
     assert body["mode"] == "engine"
     rows = body["positions"]
     assert body["count"] == len(rows) >= 8
+    assert body["next_cursor"] is None and body["total"] == len(rows)  # one page of 100
+    assert [r["position_id"] for r in rows] == sorted(r["position_id"] for r in rows)
     assert {r["asset"] for r in rows} <= {"BTC", "ETH", "SOL", "XRP"}
     acted = [r for r in rows if r["latest_action"]]
     for r in acted:
@@ -150,14 +152,20 @@ async def test_positions_list_positions_with_actions(demo: Demo) -> None:
         assert 0 <= a["risk_score"] <= 100
         assert set(a["risk_breakdown"]) >= {"loss_severity", "position_age", "volatility_regime"}
         assert a["suggested_hedge"] is None or a["suggested_hedge"]["total_cost_bps"] >= 0
-    # Net exposure per asset beside the rows.
+    # Net exposure per asset beside the rows (the engine's sums at the latest tick).
     exposure = body["exposure"]
     assert set(exposure) == {r["asset"] for r in rows}
     for asset, e in exposure.items():
         sizes = [r["size"] for r in rows if r["asset"] == asset]
         assert e["positions"] == len(sizes)
-        assert e["long"] == sum(1 for s in sizes if s > 0)
         assert e["gross_notional_usd"] >= abs(e["net_notional_usd"])
+    # A page of 5, and the next one from its cursor: no position twice, none missed.
+    page1 = await get_json(demo.url + "/positions?limit=5")
+    page2 = await get_json(demo.url + "/positions?limit=5&cursor=" + page1["next_cursor"])
+    ids = [r["position_id"] for r in page1["positions"] + page2["positions"]]
+    assert len(ids) == 10 and ids == sorted(set(ids))
+    one = await get_json(demo.url + "/positions/" + ids[0])
+    assert one["position_id"] == ids[0]
 
 
 async def test_dashboard_is_served(demo: Demo) -> None:
@@ -205,6 +213,21 @@ async def test_browser_shows_rows_and_live_updates(demo: Demo, tmp_path: Path) -
         shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "dashboard.png")
         await browser.screenshot(shot)
         assert shot.stat().st_size > 20_000
+        # Paging: pages of 5 (?limit=5), next and back.
+        await browser.navigate(demo.url + "/?limit=5")
+        ids = (
+            "[...document.querySelectorAll('#rows tr[data-position-id]')]"
+            ".map(r => r.dataset.positionId)"
+        )
+        await browser.wait_for(f"{ids}.length === 5", timeout=10)
+        first = await browser.evaluate(ids)
+        await browser.evaluate("document.getElementById('next').click()")
+        await browser.wait_for(f"{ids}.length > 0 && {ids}[0] > {first[-1]!r}", timeout=10)
+        second = await browser.evaluate(ids)
+        assert not set(first) & set(second) and second == sorted(second)
+        assert await browser.evaluate("document.body.dataset.page") == "2"
+        await browser.evaluate("document.getElementById('prev').click()")
+        await browser.wait_for(f"{ids}[0] === {first[0]!r}", timeout=10)
         errors = [m for m in browser.console if m.startswith(("exception", "console.error"))]
         assert not errors
 

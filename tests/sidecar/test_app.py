@@ -336,7 +336,18 @@ async def test_positions_serve_only_is_empty_and_says_stateless(
 ) -> None:
     r = await client.get("/positions")
     assert r.status == 200
-    assert await r.json() == {"mode": "stateless", "count": 0, "positions": [], "exposure": {}}
+    assert await r.json() == {
+        "mode": "stateless",
+        "count": 0,
+        "positions": [],
+        "next_cursor": None,
+        "partial": False,
+        "scanned": 0,
+        "limit": 100,
+        "filter": {"asset": None, "action": None, "min_score": None, "max_score": None},
+        "total": 0,
+        "exposure": {},
+    }
 
 
 async def test_positions_from_the_engine_state_filtered_by_asset() -> None:

@@ -16,6 +16,9 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
+import stream_risk.sidecar.dashboard as dashboard
+from stream_risk.engine import Engine, Lineage, PositionEvent, TickEvent
+from stream_risk.models import MarketTick, PositionMessage
 from stream_risk.sidecar import SidecarState, create_app
 from stream_risk.sidecar.dashboard import (
     HUB_KEY,
@@ -25,6 +28,7 @@ from stream_risk.sidecar.dashboard import (
     add_dashboard,
 )
 from stream_risk.sidecar.exposure import exposure_from_rows, exposure_of
+from stream_risk.state import EngineState
 
 
 def action(
@@ -207,7 +211,7 @@ async def test_stream_starts_with_a_snapshot(client: TestClient[Any, Any], book:
         assert resp.headers["Cache-Control"].startswith("no-cache")
         [(kind, snap)] = await frames(resp, 1)
     assert kind == "snapshot"
-    assert {r["position_id"] for r in snap["rows"]} == set(book.rows)
+    assert "rows" not in snap  # the page reads its rows a page at a time: GET /positions
     assert snap["status"] == {"mode": "engine", "ready": True, "reasons": [], "positions": 3}
     assert set(snap["exposure"]) == {"BTC", "ETH"}
     # The feed starts from the latest actions already in the table, oldest first.
@@ -380,3 +384,77 @@ async def test_get_positions_includes_net_exposure_per_asset() -> None:
         assert set(body["exposure"]) == {"BTC", "ETH"}
         only = await (await c.get("/positions?asset=ETH")).json()
         assert set(only["exposure"]) == {"ETH"}
+
+
+# ---------------------------------------------------------------------- a big table
+def test_a_table_bigger_than_a_sweep_is_swept_a_slice_per_poll(
+    book: Book, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SWEEP_ROWS = 2 over 5 rows: a lap is three polls (two once BTC-2 is closed); a
+    change or a close is reported when the sweep passes it; the first lap is history."""
+    monkeypatch.setattr(dashboard, "SWEEP_ROWS", 2)
+    book.rows["SOL-1"] = row(
+        "SOL-1", "SOL", 1.0, action("SOL-1", "SOL", "HOLD", 5.0, 900, 1e3, 1.0)
+    )
+    book.rows["XRP-1"] = row("XRP-1", "XRP", 1.0, None)
+
+    def feed(frames: list[bytes]) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(f.split(b"data: ", 1)[1]) for f in frames if f.startswith(b"event: action")
+        ]
+
+    async def scenario() -> None:
+        hub = DashboardHub(book, interval=60)
+        # Lap 1 (BTC-1 BTC-2 | ETH-1 SOL-1 | XRP-1): history only, oldest first.
+        assert [feed(hub._poll()) for _ in range(3)] == [[], [], []]
+        assert [a["position_id"] for a in hub._recent] == ["SOL-1", "BTC-1", "BTC-2"]
+        # Lap 2: SOL-1 acts, BTC-2 closes. The first slice (BTC-1, BTC-2) sees the close.
+        book.rows["SOL-1"] = row(
+            "SOL-1", "SOL", 1.0, action("SOL-1", "SOL", "REDUCE", 38.0, 4000, 1e3, 1.0)
+        )
+        del book.rows["BTC-2"]
+        got = feed(hub._poll())
+        assert [(a["position_id"], a.get("closed")) for a in got] == [("BTC-2", True)]
+        assert got[0]["prev_action"] == "REDUCE"
+        got = feed(hub._poll())  # SOL-1, XRP-1: the end of the lap
+        assert [(a["position_id"], a["action"], a["prev_action"]) for a in got] == [
+            ("SOL-1", "REDUCE", "HOLD")
+        ]
+        assert hub._sweep_after is None
+        assert [feed(hub._poll()) for _ in range(2)] == [[], []]  # lap 3: nothing new
+        await hub.close()
+
+    asyncio.run(scenario())
+
+
+async def test_the_hub_reads_an_engine_without_building_its_table() -> None:
+    """Over an engine the hub reads slices, the count and the engine's exposure sums:
+    never `positions()` (the whole table)."""
+
+    class NoRows(EngineState):
+        def positions(self, asset: str | None = None) -> list[dict[str, Any]]:
+            raise AssertionError("the hub built every row")
+
+    engine = Engine()
+    msg = MarketTick(
+        asset="BTC", ts=1, current_price=100.0, volatility_1d=0.05, spot_spread_bps=2.0
+    )
+    events: list[Any] = [TickEvent(msg, Lineage("market-ticks", 0, 0, 1))]
+    for i in range(3):
+        body = {
+            "position_id": f"p{i}",
+            "asset": "BTC",
+            "size": 1.0 + i,
+            "entry_price": 100.0,
+            "ts": 1,
+        }
+        events.append(PositionEvent(f"p{i}", PositionMessage.model_validate(body), 0, Lineage()))
+    engine.step(events, 2)
+    async with TestClient(TestServer(dashboard_app(NoRows(engine)))) as c, c.get("/events") as r:
+        [(kind, snap)] = await frames(r, 1)
+    assert kind == "snapshot"
+    assert snap["status"]["positions"] == 3
+    btc = snap["exposure"]["BTC"]
+    assert btc["positions"] == 3 and btc["net_notional_usd"] == pytest.approx(600.0)  # 6 x 100
+    assert btc["priced_by"] == "tick"
+    assert [a["position_id"] for a in snap["recent"]] == ["p0", "p1", "p2"]

@@ -1,20 +1,42 @@
 // stream-risk dashboard: live positions, exposure and actions over Server-Sent Events.
 // No framework, no CDN. Every string that came from Kafka is escaped before it is rendered.
+// The table is read a page at a time from GET /positions (position-id order, 200 rows, next
+// / previous, filters by asset and action; the URL's ?limit=&asset=&action= set them):
+// never the whole book, whatever its size. The page is refreshed every second and at once
+// when the event stream says a row on it changed.
 (function () {
   "use strict";
 
   // The actions, safest first: replaced by the server's (stream_risk.rules) on each snapshot.
   var ACTIONS = ["HOLD", "REDUCE", "HEDGE_PARTIAL", "HEDGE_FULL", "LIQUIDATE"];
   var FEED_MAX = 120;
+  var PAGE_REFRESH_MS = 1000;
+  // A sparse filter's page may come back partial (the server examines a bounded number of
+  // positions per request): follow its cursor this many more times to fill the page.
+  var FILL_REQUESTS = 5;
+  var params = new URLSearchParams(window.location.search);
 
   var state = {
-    rows: new Map(),      // position_id -> row (as GET /positions)
+    rows: new Map(),      // position_id -> row (as GET /positions): the current page
     exposure: {},
     status: {},
     feed: [],             // newest first
-    sortKey: "score",
-    sortDir: -1,
-    asset: null,          // filter
+    sortKey: "position_id", // within the page (pages are in position-id order)
+    sortDir: 1,
+    asset: params.get("asset") || null,   // filters (server side)
+    action: (params.get("action") || "").toUpperCase() || null,
+    page: {
+      limit: Math.max(1, Math.min(1000, parseInt(params.get("limit"), 10) || 200)),
+      cursor: null,       // where this page starts (null: the first)
+      back: [],           // the cursors of the pages before it
+      next: null,         // the next page's cursor (null: this is the last)
+      number: 1,
+      total: null,        // positions on the asset filter (before the action filter)
+      partial: false,
+      loading: false,
+      again: false,
+      loaded: 0,
+    },
     flash: new Set(),     // position ids updated since the last render
     serverSkew: 0,        // server clock - local clock, ms
     updates: 0,
@@ -125,8 +147,8 @@
       ready.className = "pill pill-bad"; ready.textContent = "engine not ready";
       ready.title = (st.reasons || []).join("\n");
     }
-    var n = state.rows.size;
-    document.getElementById("count").textContent = n + (n === 1 ? " position" : " positions");
+    var n = num(st.positions) ? st.positions : state.rows.size;
+    document.getElementById("count").textContent = n.toLocaleString("en-US") + (n === 1 ? " position" : " positions");
     if (state.lastUpdate) document.getElementById("clock").textContent = clock(state.lastUpdate);
   }
 
@@ -141,7 +163,8 @@
     var longShare = gross > 0 ? (e.long_notional_usd || 0) / gross * 100 : 50;
     return '<div class="xcard ' + cls + '" data-asset="' + esc(name) + '">' +
       '<div class="xhead"><span class="xasset">' + esc(name) + '</span><span class="muted small">' +
-      e.positions + " pos · " + e.long + "L/" + e.short + "S</span></div>" +
+      e.positions + " pos" + (num(e.long) && num(e.short) ? " · " + e.long + "L/" + e.short + "S" : "") +
+      "</span></div>" +
       '<div class="xnet ' + signClass(e.net_notional_usd) + '" title="net notional (long − short)">' +
       usd(e.net_notional_usd, true) + '<span class="xgross">gross ' + usd(gross) + "</span></div>" +
       '<div class="xbar" title="long vs short notional"><span style="width:' + longShare.toFixed(1) + '%"></span></div>' +
@@ -159,19 +182,26 @@
       el.innerHTML = '<div class="empty">no positions with market data yet</div>';
       return;
     }
-    var book = { positions: 0, long: 0, short: 0 };
+    var book = { positions: 0 };
+    var counted = names.every(function (n) { return num(state.exposure[n].long); });
+    if (counted) { book.long = 0; book.short = 0; }
     var keys = ["net_notional_usd", "gross_notional_usd", "long_notional_usd", "short_notional_usd",
       "pnl_down_5pct", "pnl_up_5pct", "hedged_pnl_down_5pct", "hedged_pnl_up_5pct"];
     keys.forEach(function (k) { book[k] = 0; });
     var html = names.map(function (n) {
       var e = state.exposure[n];
-      book.positions += e.positions; book.long += e.long; book.short += e.short;
+      book.positions += e.positions;
+      if (counted) { book.long += e.long; book.short += e.short; }
       keys.forEach(function (k) { book[k] += e[k] || 0; });
       return card(n, e, state.asset === n ? "selected" : "");
     });
+    // The engine's sums have no hedged P&L (only the rows do): "–" rather than $0.
+    if (!names.some(function (m) { return num(state.exposure[m].hedged_pnl_up_5pct); })) {
+      book.hedged_pnl_down_5pct = null; book.hedged_pnl_up_5pct = null;
+    }
     html.unshift(card("Book", book, "book"));
     el.innerHTML = html.join("");
-    var atTick = names.every(function (n) { return state.exposure[n].priced_by === "tick"; });
+    var atTick = names.every(function (n) { return state.exposure[n].priced_by !== "last_action"; });
     document.getElementById("exposure-note").textContent =
       (atTick ? "notional at the latest tick" : "notional at each position's latest assessment") +
       "; P&L if each asset moves ±5% · click an asset to filter the table";
@@ -272,8 +302,9 @@
   function renderRows() {
     var tbody = document.getElementById("rows");
     var rows = Array.from(state.rows.values());
-    if (state.asset) rows = rows.filter(function (r) { return r.asset === state.asset; });
-    document.getElementById("filter-note").textContent = state.asset ? "· " + state.asset + " only (click the card again to show all)" : "";
+    var only = [state.asset, state.action && state.action.replace("_", " ")].filter(Boolean).join(", ");
+    document.getElementById("filter-note").textContent = only
+      ? "· " + only + " only" + (state.asset ? " (click the card again to show all)" : "") : "";
     var k = state.sortKey, dir = state.sortDir;
     rows.sort(function (x, y) {
       var a = sortValue(x, k), b = sortValue(y, k);
@@ -283,16 +314,91 @@
     });
     var empty = state.status && state.status.mode === "stateless"
       ? "stateless sidecar (stream-risk serve): no positions table here; run stream-risk run or stream-risk demo"
-      : "no open positions";
+      : state.page.partial ? "none on this stretch of the book: next › looks further"
+      : (state.asset || state.action) ? "no position matches" : "no open positions";
     tbody.innerHTML = rows.length
       ? rows.map(rowHtml).join("")
       : '<tr class="empty-row"><td colspan="18">' + esc(empty) + "</td></tr>";
     state.flash.clear();
+    renderPager();
     document.querySelectorAll("th[data-sort]").forEach(function (th) {
       th.classList.toggle("sorted-desc", th.dataset.sort === k && dir < 0);
       th.classList.toggle("sorted-asc", th.dataset.sort === k && dir > 0);
     });
   }
+
+  function renderPager() {
+    var pg = state.page, n = state.rows.size;
+    var first = (pg.number - 1) * pg.limit;
+    // With an action filter, pages may be partial (the server's scan budget): no offsets.
+    var text = !n ? "no rows" : state.action ? n + (n === 1 ? " row" : " rows")
+      : "rows " + (first + 1).toLocaleString("en-US") + "–" + (first + n).toLocaleString("en-US");
+    if (num(pg.total) && !state.action) text += " of " + pg.total.toLocaleString("en-US");
+    text += " · page " + pg.number;
+    document.getElementById("page-info").textContent = text;
+    document.getElementById("prev").disabled = pg.back.length === 0;
+    document.getElementById("next").disabled = !pg.next;
+    document.getElementById("action-filter").value = state.action || "";
+    document.body.dataset.page = String(pg.number);
+    document.body.dataset.pageLoads = String(pg.loaded);
+  }
+
+  // ---------------------------------------------------------------- the page of rows
+  function pageUrl(cursor, limit) {
+    var q = ["limit=" + limit];
+    if (state.asset) q.push("asset=" + encodeURIComponent(state.asset));
+    if (state.action) q.push("action=" + encodeURIComponent(state.action));
+    if (cursor) q.push("cursor=" + encodeURIComponent(cursor));
+    return "/positions?" + q.join("&");
+  }
+
+  function loadPage() {
+    var pg = state.page;
+    if (pg.loading) { pg.again = true; return; }
+    pg.loading = true;
+    var start = pg.cursor, key = pageUrl(start, pg.limit), rows = [], requests = 0;
+    function done() {
+      pg.loading = false;
+      if (pg.again) { pg.again = false; loadPage(); }
+    }
+    function step(cursor) {
+      requests += 1;
+      fetch(pageUrl(cursor, pg.limit - rows.length), { cache: "no-store" })
+        .then(function (r) { return r.ok ? r.json() : Promise.reject(new Error("HTTP " + r.status)); })
+        .then(function (d) {
+          if (key !== pageUrl(pg.cursor, pg.limit)) { pg.again = true; done(); return; } // moved on
+          rows = rows.concat(d.positions || []);
+          if (d.partial && d.next_cursor && rows.length < pg.limit && requests < FILL_REQUESTS) {
+            step(d.next_cursor);
+            return;
+          }
+          var fresh = new Map();
+          rows.forEach(function (r) {
+            var old = state.rows.get(r.position_id), a = actionOf(r);
+            if (old && a && (actionOf(old) || {}).assessed_at !== a.assessed_at) state.flash.add(r.position_id);
+            fresh.set(r.position_id, r);
+          });
+          state.rows = fresh;
+          pg.next = d.next_cursor || null;
+          pg.total = num(d.total) ? d.total : null;
+          pg.partial = !!d.partial && rows.length === 0;
+          pg.loaded += 1;
+          scheduleRender();
+          done();
+        })
+        .catch(function () { done(); }); // the sidecar went away: the next refresh retries
+    }
+    step(start);
+  }
+
+  function goTo(cursor, back, number) {
+    state.page.cursor = cursor;
+    state.page.back = back;
+    state.page.number = number;
+    state.rows = new Map();
+    loadPage();
+  }
+  function firstPage() { goTo(null, [], 1); }
 
   function feedHtml(ev, fresh) {
     var t = clock(ev.assessed_at || now());
@@ -333,18 +439,20 @@
 
   function onSnapshot(d) {
     if (d.actions && d.actions.length) ACTIONS = d.actions;
-    state.rows = new Map();
-    (d.rows || []).forEach(function (r) { state.rows.set(r.position_id, r); });
     state.exposure = d.exposure || {};
     state.desk = d.desk || null;
     state.feed = (d.recent || []).slice().reverse().slice(0, FEED_MAX);
     applyStatus(d);
+    loadPage();
     scheduleRender();
   }
 
   function onUpdate(d) {
-    (d.upserts || []).forEach(function (r) { state.rows.set(r.position_id, r); state.flash.add(r.position_id); });
-    (d.removed || []).forEach(function (pid) { state.rows.delete(pid); });
+    // Rows of this page that changed are shown at once; a closed one reloads the page.
+    (d.upserts || []).forEach(function (r) {
+      if (state.rows.has(r.position_id)) { state.rows.set(r.position_id, r); state.flash.add(r.position_id); }
+    });
+    if ((d.removed || []).some(function (pid) { return state.rows.has(pid); })) loadPage();
     if (d.exposure) state.exposure = d.exposure;
     if (d.desk) state.desk = d.desk;
     applyStatus(d);
@@ -398,8 +506,29 @@
     if (!cardEl || cardEl.classList.contains("book")) return;
     var a = cardEl.dataset.asset;
     state.asset = state.asset === a ? null : a;
+    firstPage();
     render();
   });
+  var actionSelect = document.getElementById("action-filter");
+  ACTIONS.forEach(function (a) {
+    var o = document.createElement("option");
+    o.value = a; o.textContent = a.replace("_", " ");
+    actionSelect.appendChild(o);
+  });
+  actionSelect.addEventListener("change", function () {
+    state.action = actionSelect.value || null;
+    firstPage();
+  });
+  document.getElementById("next").addEventListener("click", function () {
+    var pg = state.page;
+    if (pg.next) goTo(pg.next, pg.back.concat([pg.cursor]), pg.number + 1);
+  });
+  document.getElementById("prev").addEventListener("click", function () {
+    var pg = state.page;
+    if (pg.back.length) goTo(pg.back[pg.back.length - 1], pg.back.slice(0, -1), pg.number - 1);
+  });
+  // The page's rows move on between events too (timers, ticks on other rows): refresh it.
+  setInterval(function () { if (!document.hidden) loadPage(); }, PAGE_REFRESH_MS);
 
   // Countdowns and "ago" columns tick every second without a re-render.
   setInterval(function () {
