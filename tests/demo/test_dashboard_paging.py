@@ -49,8 +49,9 @@ def engine() -> Engine:
         events.append(TickEvent(tick, Lineage("market-ticks", 0, -1, T0)))
     for i in range(N):
         a = ASSETS[i % 3]
+        pid = f"pos-{i:04d}"
         body = {
-            "position_id": f"pos-{i:04d}",
+            "position_id": pid,
             "asset": a,
             "size": (1.0 + i % 7) * (1 if i % 2 else -1),
             "entry_price": PRICES[a] * 1.02,
@@ -58,7 +59,7 @@ def engine() -> Engine:
             "age_minutes": float(i % 300),
         }
         msg = PositionMessage.model_validate(body)
-        events.append(PositionEvent(body["position_id"], msg, 0, Lineage("positions", 0, -1, T0)))
+        events.append(PositionEvent(pid, msg, 0, Lineage("positions", 0, -1, T0)))
     e.step(events, T0)
     return e
 

@@ -62,7 +62,7 @@ def assert_describes(record: dict[str, Any], expected: dict[str, Any]) -> None:
 def latest(engine: Engine, pid: str = "p1") -> dict[str, Any]:
     """The latest published record of `pid`, as `GET /positions` shows it."""
     rows = {r["position_id"]: r for r in engine.snapshot()}
-    record = rows[pid]["latest_action"]
+    record: dict[str, Any] | None = rows[pid]["latest_action"]
     assert record is not None
     return record
 

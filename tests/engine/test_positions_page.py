@@ -152,12 +152,13 @@ def test_action_and_score_filters_match_a_brute_force_filter() -> None:
     # A bigger book against a brute-force filter over the snapshot.
     big = book(60)
     rows = big.snapshot()
-    for q in (
+    queries: list[dict[str, Any]] = [
         {"action": "HEDGE_PARTIAL"},
         {"action": "HOLD", "asset": "eth"},
         {"min_score": 40.0},
         {"max_score": 30.0, "asset": "BTC"},
-    ):
+    ]
+    for q in queries:
         expected = sorted(
             r["position_id"]
             for r in rows
@@ -208,7 +209,7 @@ def test_the_indexes_follow_a_position_that_moves_asset_and_closes() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"limit": 0}, {"limit": 1001}, {"budget": 0}])
-def test_a_query_out_of_bounds_is_refused(bad: dict[str, int]) -> None:
+def test_a_query_out_of_bounds_is_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         PositionQuery(**bad)
 
