@@ -246,6 +246,7 @@ class Engine:
             pos = self.table.remove(pid)
             if pos is not None:
                 pos.next_due = -1
+                pos.last = None  # its action references it: no cycle left behind
         return len(pids)
 
     # ------------------------------------------------------------------ reads
@@ -484,6 +485,7 @@ class Engine:
             affected.pop(ev.position_id, None)
             if pos is not None:
                 pos.next_due = -1
+                pos.last = None  # its action references it: no cycle left behind
                 if not rebuilding:
                     stats.tombstones += 1
                     res.outputs.append(Output(ev.position_id, None, partition=pos.partition))
@@ -537,6 +539,16 @@ class Engine:
             old_asset: str | None = pos.asset
             old_partition: int | None = pos.partition
             old_size = pos.size
+            # A new version is a new object: the actions made of the old one reference it
+            # (`MadeAction.pos`) and must keep describing it. The timer and last action
+            # carry over; the old version keeps only its data (no cycle through `last`).
+            old = pos
+            pos = PositionState(pid)
+            pos.last = old.last
+            pos.next_due = old.next_due
+            pos.timer_seq = old.timer_seq
+            old.last = None
+            old.next_due = -1
         else:
             pos = PositionState(pid)
             old_asset = old_partition = None
@@ -758,7 +770,7 @@ class Engine:
             stats.suppressed += 1
             return
         pos_ref = {"topic": self._pos_topic, "partition": pos.partition, "offset": pos.offset}
-        refs = market.decision_refs()
+        snap = market.snapshot()
         value = action_record(
             a,
             pos.position_id,
@@ -776,40 +788,27 @@ class Engine:
             age_minutes=age,
             entry_price=pos.entry_price,
             unrealized_pnl=pos.unrealized_pnl,
-            refs=refs,
+            refs=snap.refs,
         )
         data = orjson.dumps(value)
-        # Kept for GET /positions as what made it (a fifth of the bytes' memory).
+        # Kept for GET /positions as what made it: references to the position version, the
+        # tick's market snapshot and the config, and this assessment's own few fields.
         pos.last = MadeAction(
             a.action,
             a.hedge_pct,
             instrument,
             a.risk_score,
             stale,
-            pos.size,
-            pos.entry_price,
-            age,
-            pos.unrealized_pnl,
-            market.current_price,
-            vol,
-            spread,
-            market.perp_funding_rate,
-            market.bid_depth_usd,
-            market.ask_depth_usd,
+            pos,
+            snap,
             cfg,
-            pos.asset,
-            pos.position_id,
             trigger,
             event_ts,
-            market.ts,
-            pos.ts,
             now_ms,
             due,
             policy,
             pos.config_version,
-            pos_ref,
-            market.lineage,
-            refs[2],
+            self._pos_topic,
         )
         stats.published += 1
         res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))

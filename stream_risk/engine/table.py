@@ -28,7 +28,7 @@ class MarketState:
     always wins). `estimated()` names what the feed did not give."""
 
     __slots__ = (
-        "_refs",
+        "_snap",
         "ask_depth_usd",
         "asset",
         "bid_depth_usd",
@@ -61,28 +61,21 @@ class MarketState:
         #: The vol estimate while the feed has given none (None: estimation off).
         self.vol_state: VolState | None = None if vol is None else vol.state()
         self.lineage: Lineage = NO_LINEAGE
-        self._refs: tuple[dict[str, Any], dict[str, Any], list[str]] | None = None
+        self._snap: MarketSnapshot | None = None
+
+    def snapshot(self) -> MarketSnapshot:
+        """This market version (as of its latest tick) as an immutable `MarketSnapshot`:
+        made once per tick and shared by every action made on it. Call when `complete`."""
+        snap = self._snap
+        if snap is None:
+            snap = self._snap = MarketSnapshot(self)
+        return snap
 
     def decision_refs(self) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         """(`inputs.market`, `lineage.tick`, `estimated_inputs`) of the actions made on this
         market version: built once per tick, shared by the records of every position on
         the asset (read only: records are serialised, never mutated)."""
-        refs = self._refs
-        if refs is None:
-            lin = self.lineage
-            refs = self._refs = (
-                {
-                    "current_price": self.current_price,
-                    "volatility_1d": self.volatility_1d,
-                    "spot_spread_bps": self.spot_spread_bps,
-                    "perp_funding_rate": self.perp_funding_rate,
-                    "bid_depth_usd": self.bid_depth_usd,
-                    "ask_depth_usd": self.ask_depth_usd,
-                },
-                {"topic": lin.topic, "partition": lin.partition, "offset": lin.offset},
-                self.estimated(),
-            )
-        return refs
+        return self.snapshot().refs
 
     def estimated(self) -> list[str]:
         """The market inputs the feed has not given (estimated or defaulted), in order."""
@@ -90,11 +83,11 @@ class MarketState:
         return [name for i, name in enumerate(MARKET_INPUTS) if not given >> i & 1]
 
     def invalidate(self) -> None:
-        """Forget `decision_refs()`: call after setting fields other than by `apply`."""
-        self._refs = None
+        """Forget `snapshot()`: call after setting fields other than by `apply`."""
+        self._snap = None
 
     def apply(self, tick: MarketTick, lineage: Lineage) -> None:
-        self._refs = None
+        self._snap = None
         self.ts = tick.ts
         self.current_price = tick.current_price
         if tick.volatility_1d is not None:
@@ -214,35 +207,76 @@ class LastAction:
         return out
 
 
-class MadeAction(LastAction):
-    """An action this engine made, kept as its inputs (see `stream_risk.engine.record`):
-    `value` and `record()` make the identical record again, on demand."""
+class MarketSnapshot:
+    """One version of an asset's market (as of one tick), immutable: the market inputs of
+    every action made on it. `MarketState.snapshot()` makes one per tick and every action
+    made on that tick references it (a later tick makes a new one: an action keeps the
+    market it was made on). `refs`: the record's `inputs.market`, `lineage.tick` and
+    `estimated_inputs`, built once and shared by the records made on this tick (read
+    only: the core serialises them, never mutates them)."""
 
     __slots__ = (
-        "age_minutes",
         "ask",
-        "asset",
         "bid",
+        "estimated",
+        "funding",
+        "lineage",
+        "price",
+        "refs",
+        "spread",
+        "ts",
+        "vol",
+    )
+
+    def __init__(self, m: MarketState) -> None:
+        vol, spread = m.volatility_1d, m.spot_spread_bps
+        assert vol is not None and spread is not None  # made of a complete market only
+        self.ts = m.ts
+        self.price = m.current_price
+        self.vol = vol
+        self.spread = spread
+        self.funding = m.perp_funding_rate
+        self.bid = m.bid_depth_usd
+        self.ask = m.ask_depth_usd
+        self.lineage = lin = m.lineage
+        self.estimated = m.estimated()
+        self.refs: tuple[dict[str, Any], dict[str, Any], list[str]] = (
+            {
+                "current_price": self.price,
+                "volatility_1d": vol,
+                "spot_spread_bps": spread,
+                "perp_funding_rate": self.funding,
+                "bid_depth_usd": self.bid,
+                "ask_depth_usd": self.ask,
+            },
+            {"topic": lin.topic, "partition": lin.partition, "offset": lin.offset},
+            self.estimated,
+        )
+
+
+class MadeAction(LastAction):
+    """An action this engine made, kept as what made it (see `stream_risk.engine.record`):
+    `value` and `record()` make the identical record again, on demand.
+
+    What made it is referenced, not copied (docs/design.md, memory): `pos`, the position
+    version it was made of (the core never changes a position's fields once an action
+    references it: an update makes a new `PositionState`), `market`, the tick's shared
+    `MarketSnapshot`, and `cfg`, the shared config. Its own are the record's fields that
+    are of this assessment only: trigger, event time, wall time, next evaluation, policy.
+    The age is made again from the position and the event time (the same float).
+    """
+
+    __slots__ = (
         "cfg",
         "config_version",
         "due",
-        "entry_price",
-        "estimated",
         "event_ts",
-        "funding",
+        "market",
         "now_ms",
         "policy",
-        "position_id",
-        "position_ref",
-        "position_ts",
-        "price",
-        "size",
-        "spread",
-        "tick_lineage",
-        "tick_ts",
+        "pos",
+        "topic",
         "trigger",
-        "unrealized_pnl",
-        "vol",
     )
 
     def __init__(
@@ -252,30 +286,16 @@ class MadeAction(LastAction):
         instrument: str | None,
         risk_score: float,
         stale: bool,
-        size: float,
-        entry_price: float,
-        age_minutes: float,
-        unrealized_pnl: float | None,
-        price: float,
-        vol: float,
-        spread: float,
-        funding: float,
-        bid: float,
-        ask: float,
+        pos: PositionState,
+        market: MarketSnapshot,
         cfg: RiskConfig,
-        asset: str,
-        position_id: str,
         trigger: str,
         event_ts: int,
-        tick_ts: int,
-        position_ts: int,
         now_ms: int,
         due: int,
         policy: str | None = None,
         config_version: dict[str, int] | None = None,
-        position_ref: dict[str, Any] | None = None,
-        tick_lineage: Lineage = NO_LINEAGE,
-        estimated: list[str] | None = None,
+        topic: str = "",
     ) -> None:
         self.action = action
         self.hedge_pct = hedge_pct
@@ -283,72 +303,61 @@ class MadeAction(LastAction):
         self.risk_score = risk_score
         self.stale = stale
         self._data = None
-        self.size = size
-        self.entry_price = entry_price
-        self.age_minutes = age_minutes
-        self.unrealized_pnl = unrealized_pnl
-        self.price = price
-        self.vol = vol
-        self.spread = spread
-        self.funding = funding
-        self.bid = bid
-        self.ask = ask
+        self.pos = pos
+        self.market = market
         self.cfg = cfg
-        self.asset = asset
-        self.position_id = position_id
         self.trigger = trigger
         self.event_ts = event_ts
-        self.tick_ts = tick_ts
-        self.position_ts = position_ts
         self.now_ms = now_ms
         self.due = due
         self.policy = policy
         self.config_version = config_version
-        self.position_ref = position_ref
-        self.tick_lineage = tick_lineage
-        self.estimated = estimated
+        self.topic = topic
 
     @property
     def value(self) -> bytes:
         return orjson.dumps(self.record())
 
     def record(self) -> dict[str, Any]:
+        pos, m = self.pos, self.market
+        age = pos.age_minutes(self.event_ts)
         a = assess(
-            self.size,
-            self.entry_price,
-            self.age_minutes,
-            self.unrealized_pnl,
-            self.price,
-            self.vol,
-            self.spread,
-            self.funding,
-            self.bid,
-            self.ask,
+            pos.size,
+            pos.entry_price,
+            age,
+            pos.unrealized_pnl,
+            m.price,
+            m.vol,
+            m.spread,
+            m.funding,
+            m.bid,
+            m.ask,
             self.cfg,
-            self.asset,
+            pos.asset,
         )
         if self.policy is not None:
             apply_stale_policy(a, self.policy)
+        # Dicts of its own (not the snapshot's shared `refs`): the caller may change them.
         return action_record(
             a,
-            self.position_id,
-            self.asset,
+            pos.position_id,
+            pos.asset,
             self.trigger,
             self.event_ts,
-            self.tick_ts,
-            self.position_ts,
+            m.ts,
+            pos.ts,
             self.now_ms,
             self.stale,
             self.due,
             policy=self.policy,
             config_version=self.config_version,
-            position_ref=self.position_ref,
-            tick_lineage=self.tick_lineage,
-            age_minutes=self.age_minutes,
-            entry_price=self.entry_price,
-            unrealized_pnl=self.unrealized_pnl,
-            market=(self.vol, self.spread, self.funding, self.bid, self.ask),
-            estimated=self.estimated,
+            position_ref={"topic": self.topic, "partition": pos.partition, "offset": pos.offset},
+            tick_lineage=m.lineage,
+            age_minutes=age,
+            entry_price=pos.entry_price,
+            unrealized_pnl=pos.unrealized_pnl,
+            market=(m.vol, m.spread, m.funding, m.bid, m.ask),
+            estimated=list(m.estimated),
         )
 
 
