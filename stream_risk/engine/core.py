@@ -164,7 +164,7 @@ class Engine:
 
     def next_due(self) -> int | None:
         """Event time of the earliest pending re-evaluation, or None."""
-        return self.timers.next_due(self._live_timer)
+        return self.timers.next_due(self.table.positions.get)
 
     # ------------------------------------------------------------------ rebuild path
     def load(self, events: Iterable[PositionEvent], now_ms: int | None = None) -> list[Rejected]:
@@ -389,16 +389,12 @@ class Engine:
         return {"assets": assets, "book": book, "limits": limits, "breaches": breaches}
 
     # ------------------------------------------------------------------ internals
-    def _live_timer(self, due: int, seq: int, pid: str) -> bool:
-        pos = self.table.positions.get(pid)
-        return pos is not None and pos.next_due == due and pos.timer_seq == seq
-
     def schedule(self, pos: PositionState, due: int) -> None:
         """Set `pos`'s next re-evaluation to event time `due` (replacing any other)."""
-        pos.next_due = due
-        pos.timer_seq = self.timers.schedule(due, pos.position_id)
-        if len(self.timers) > 2 * len(self.table.positions) + 4096:
-            self.timers.compact(self._live_timer)
+        timers = self.timers
+        timers.schedule(pos, due)
+        if len(timers) > 2 * len(self.table.positions) + 4096:
+            timers.compact(self.table.positions.get)
 
     def _fire_timers(self, now_ms: int, res: StepResult, skip: Container[str] = ()) -> None:
         """Re-assess positions whose timer is due (those in `skip` wait for the next call).
@@ -410,7 +406,7 @@ class Engine:
         positions = self.table.positions
         floor = now_ms - self.config.max_timer_lateness_ms
         deferred = []
-        for due, pid in self.timers.pop_due(now_ms, self._live_timer):
+        for due, pid in self.timers.pop_due(now_ms, positions.get):
             pos = positions.get(pid)
             # Re-check: an assessment fired earlier in this loop may have moved it on.
             if pos is None or pos.next_due != due:
@@ -547,6 +543,7 @@ class Engine:
             pos.last = old.last
             pos.next_due = old.next_due
             pos.timer_seq = old.timer_seq
+            pos.timer_entry = old.timer_entry
             old.last = None
             old.next_due = -1
         else:

@@ -378,6 +378,7 @@ class PositionState:
         "partition",
         "position_id",
         "size",
+        "timer_entry",
         "timer_seq",
         "ts",
         "unrealized_pnl",
@@ -403,7 +404,9 @@ class PositionState:
         self.partition = -1
         self.last: LastAction | None = None
         self.next_due = -1  # event time of the next timer re-assessment; -1 = none
-        self.timer_seq = -1  # sequence number of that timer's heap entry (Timers)
+        self.timer_seq = -1  # sequence number of that timer (its order among equal dues)
+        #: The heap entry this timer tracks (`Timers`): due no later than `next_due`.
+        self.timer_entry: tuple[int, int, str] | None = None
 
     def age_minutes(self, at_ms: int) -> float:
         """Age at event time `at_ms`: from opened_at, else age as of ts plus the time since."""
