@@ -10,7 +10,7 @@ entry comes up it is pushed again under the position's current key, which sorts 
 an entry pushed at scheduling would have, so the firing order is the same. Only a move
 to an earlier time pushes a new entry; the one it replaces is no longer tracked and is
 dropped when popped or compacted. So the heap holds about one entry per position, not
-one per assessment (docs/design.md, memory).
+one per assessment (docs/design.md D8).
 """
 
 from __future__ import annotations
