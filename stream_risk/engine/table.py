@@ -258,7 +258,7 @@ class MadeAction(LastAction):
     """An action this engine made, kept as what made it (see `stream_risk.engine.record`):
     `value` and `record()` make the identical record again, on demand.
 
-    What made it is referenced, not copied (docs/design.md, memory): `pos`, the position
+    What made it is referenced, not copied (docs/design.md D8): `pos`, the position
     version it was made of (the core never changes a position's fields once an action
     references it: an update makes a new `PositionState`), `market`, the tick's shared
     `MarketSnapshot`, and `cfg`, the shared config. Its own are the record's fields that
