@@ -175,8 +175,43 @@ class Engine:
         """
         res = StepResult()
         sink: dict[str, Trigger] = {}
+        positions = self.table.positions
+        upsert = self.table.upsert
+        max_future = self.config.max_future_ms
         for ev in events:
-            self._apply_position(ev, now_ms, sink, res, rebuilding=True)
+            msg = ev.message
+            # The common case of a changelog, inline: a position not in the table yet, its
+            # id agreed, no config of its own or in force, its ts not from the future.
+            # Anything else takes `_apply_position` (the live path's rules, in its order).
+            if msg is None or msg.config is not None or self.scopes:
+                self._apply_position(ev, now_ms, sink, res, rebuilding=True)
+                continue
+            key = ev.position_id
+            body_id = msg.position_id
+            pid = body_id or key or msg.asset
+            lineage = ev.lineage
+            ts = msg.ts if msg.ts is not None else ev.ts_fallback
+            ref = _future_reference(now_ms, lineage.timestamp_ms)
+            if (
+                pid in positions
+                or (key and body_id and key != body_id)
+                or (ref is not None and ts > ref + max_future)
+            ):
+                self._apply_position(ev, now_ms, sink, res, rebuilding=True)
+                continue
+            pos = PositionState(pid)
+            pos.asset = msg.asset
+            pos.size = msg.size
+            pos.entry_price = msg.entry_price
+            pos.ts = ts
+            pos.opened_at = msg.opened_at
+            pos.age_at_ts = msg.age_minutes or 0.0
+            pos.unrealized_pnl = msg.unrealized_pnl
+            pos.partition = lineage.partition
+            pos.offset = lineage.offset
+            if lineage.topic is not self._pos_topic:
+                self._pos_topic = lineage.topic
+            upsert(pos, None, None, 0.0)
         return res.rejected
 
     def restore(self, partition: int, position_id: str, value: Mapping[str, Any] | None) -> None:
@@ -211,16 +246,22 @@ class Engine:
         res = StepResult()
         restored = self._restored.pop(partition, {})
         to_assess: list[tuple[PositionState, Trigger]] = []
+        positions = self.table.positions
+        markets = self.table.markets
+        waiting: list[str] = []  # positions assessed here that wait for their market
         for pid in list(self.table.by_partition.get(partition, ())):
-            pos = self.table.positions[pid]
-            r = restored.pop(pid, None)
-            market = self.table.markets.get(pos.asset)
+            pos = positions[pid]
+            r = restored.pop(pid, None) if restored else None
+            market = markets.get(pos.asset)
             if r is None or r.position_ts != pos.ts:
                 # Never published, or the position changed since (a resize consumed just
                 # before a crash): its latest record must describe it as it is (§3).
-                to_assess.append((pos, "position"))
                 if r is not None:
                     pos.last = r.last
+                if market is None or not market.complete:
+                    waiting.append(pid)  # what `_assess` would do: count it, no more
+                else:
+                    to_assess.append((pos, "position"))
                 continue
             pos.last = r.last
             if r.config_version != (pos.config_version or {}):
@@ -230,9 +271,14 @@ class Engine:
                 to_assess.append((pos, "tick"))
             else:
                 self.schedule(pos, r.next_due)
+        self.stats.waiting += len(waiting)
         for pos, trigger in to_assess:
             self._assess(pos, trigger, now_ms, -1, res)
-        self._fire_timers(now_ms, res, skip={pos.position_id for pos, _ in to_assess})
+        due = self.next_due()
+        if due is not None and due <= now_ms:
+            skip = {pos.position_id for pos, _ in to_assess}
+            skip.update(waiting)
+            self._fire_timers(now_ms, res, skip=skip)
         for pid in restored:
             res.outputs.append(Output(pid, None, partition=partition))
             self.stats.tombstones += 1

@@ -239,3 +239,76 @@ def test_a_partition_reassigned_after_a_drop_rebuilds_cleanly() -> None:
     v = only(engine.settle(1, T0))  # nothing restored: assessed and published again
     assert v["next_evaluation_ts"] == T0 + 60 * MIN
     assert len(engine.fire_timers(T0 + 60 * MIN).outputs) == 1  # once, not twice
+
+
+class _PlainLoad(Engine):
+    """`load` as the live path's rule for every record (what the inline load replaces)."""
+
+    def load(self, events: Any, now_ms: int | None = None) -> list[Any]:
+        from stream_risk.engine import StepResult
+
+        res = StepResult()
+        for ev in events:
+            self._apply_position(ev, now_ms, {}, res, rebuilding=True)
+        return res.rejected
+
+
+def _table(engine: Engine) -> list[tuple[Any, ...]]:
+    return [
+        (
+            pid,
+            p.asset,
+            p.size,
+            p.entry_price,
+            p.ts,
+            p.opened_at,
+            p.age_at_ts,
+            p.unrealized_pnl,
+            p.config,
+            p.overrides,
+            p.config_version,
+            p.partition,
+            p.offset,
+        )
+        for pid, p in engine.table.positions.items()
+    ]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_inline_load_equals_the_live_rule_record_by_record(seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    events: list[PositionEvent] = []
+    for off in range(120):
+        pid = f"p{rnd.randrange(8)}"
+        r = rnd.random()
+        if r < 0.1:
+            events.append(close(pid, partition=rnd.randrange(3), offset=off))
+            continue
+        events.append(
+            position(
+                pid,
+                rnd.choice(("BTC", "ETH")),
+                size=rnd.choice((1.0, 2.0, -3.0)),
+                ts=T0 + rnd.choice((-2000, -1000, 0, 0, 10 * MIN)),  # some ahead of now
+                age=rnd.choice((None, 30.0)),
+                opened_at=rnd.choice((None, T0 - 90 * MIN)),
+                config=rnd.choice((None, None, {"max_loss_pct": 0.03})),
+                key=rnd.choice((None, None, None, "other")),
+                partition=rnd.randrange(3),
+                offset=off,
+            )
+        )
+    now = rnd.choice((None, T0))
+    fast, plain = Engine(), _PlainLoad()
+    for e in (fast, plain):
+        if seed % 3 == 0:  # a config scope in force: every record takes the full rule
+            e.step([], T0)
+            e.scopes["global"] = ({"max_hold_minutes": 240.0}, 1)
+    got = [(r.reason, r.lineage) for r in fast.load(events, now)]
+    want = [(r.reason, r.lineage) for r in plain.load(events, now)]
+    assert got == want
+    assert _table(fast) == _table(plain)
+    assert index_of(fast) == index_of(plain)
+    assert fast.stats == plain.stats
