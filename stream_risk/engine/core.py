@@ -45,7 +45,13 @@ from stream_risk.engine.events import (
     TickEvent,
     Trigger,
 )
-from stream_risk.engine.record import action_record, apply_hysteresis, apply_stale_policy
+from stream_risk.engine.record import (
+    ReadAction,
+    action_record,
+    apply_hysteresis,
+    apply_stale_policy,
+    read_action,
+)
 from stream_risk.engine.table import (
     DEFAULT_MARKET,
     DEFAULT_VOL,
@@ -214,27 +220,70 @@ class Engine:
             upsert(pos, None, None, 0.0)
         return res.rejected
 
-    def restore(self, partition: int, position_id: str, value: Mapping[str, Any] | None) -> None:
-        """Rebuild: remember the last action published for a position (None: a tombstone)."""
-        restored = self._restored.setdefault(partition, {})
+    def restore(
+        self,
+        partition: int,
+        position_id: str,
+        value: ReadAction | Mapping[str, Any] | None,
+    ) -> None:
+        """Rebuild: remember the last action published for a position (None: a tombstone).
+
+        `value`: the record as `codec.decode_action` reads it (`ReadAction`: its bytes are
+        kept as read), or as a dict (encoded again)."""
+        restored = self._restored.get(partition)
+        if restored is None:
+            restored = self._restored[partition] = {}
         if value is None:
             restored.pop(position_id, None)
             return
-        hedge = value.get("suggested_hedge") or {}
+        if not isinstance(value, ReadAction):
+            value = read_action(_compact(orjson.dumps(value)))
+            assert value is not None  # a dict encodes to a readable object
         restored[position_id] = _Restored(
             LastAction(
-                str(value.get("action", "")),
-                float(value.get("hedge_pct", 0.0)),
-                hedge.get("instrument"),
-                float(value.get("risk_score", 0.0)),
-                bool(value.get("stale_market_data", False)),
-                _compact(orjson.dumps(value)),
+                value.action,
+                value.hedge_pct,
+                value.instrument,
+                value.risk_score,
+                value.stale,
+                value.value,
             ),
-            int(value.get("next_evaluation_ts", -1)),
-            int(value.get("position_ts", -1)),
-            int(value.get("tick_ts", -1)),
-            value.get("config_version") or {},
+            value.next_due,
+            value.position_ts,
+            value.tick_ts,
+            value.config_version,
         )
+
+    def restore_batch(self, partition: int, records: Iterable[Any]) -> None:
+        """Rebuild: `restore` every record (aiokafka's: `key`, `value` bytes) of a read of
+        `risk-actions` partition `partition`, in order; a record without a key is skipped."""
+        restored = self._restored.get(partition)
+        if restored is None:
+            restored = self._restored[partition] = {}
+        for rec in records:
+            key = rec.key
+            if key is None:
+                continue
+            pid = key.decode(errors="replace")
+            value = rec.value
+            read = None if value is None else read_action(value)
+            if read is None:
+                restored.pop(pid, None)
+                continue
+            restored[pid] = _Restored(
+                LastAction(
+                    read.action,
+                    read.hedge_pct,
+                    read.instrument,
+                    read.risk_score,
+                    read.stale,
+                    read.value,
+                ),
+                read.next_due,
+                read.position_ts,
+                read.tick_ts,
+                read.config_version,
+            )
 
     def settle(self, partition: int, now_ms: int) -> StepResult:
         """Rebuild done for `partition`: resume timers, act on what changed while down.

@@ -9,7 +9,9 @@ give the same floats, so the same dict and the same bytes (`tests/engine` checks
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import orjson
 
 from stream_risk import __version__
 from stream_risk.assessor import HOLD, REDUCE, Assessment, hedge_at
@@ -24,6 +26,46 @@ REASON_HYSTERESIS: Final = "HYSTERESIS_HOLD"
 #: The `policy` of an action hysteresis decided: this prefix and the band held, e.g.
 #: "hysteresis:HEDGE_PARTIAL" (what `MadeAction.record()` needs to make the record again).
 HYSTERESIS: Final = "hysteresis:"
+
+
+class ReadAction(NamedTuple):
+    """A `risk-actions` record read back on a rebuild: its bytes as published (kept, not
+    encoded again) and the fields the core compares (`changed` emission) and settles on."""
+
+    value: bytes
+    action: str
+    hedge_pct: float
+    instrument: str | None
+    risk_score: float
+    stale: bool
+    next_due: int
+    position_ts: int
+    tick_ts: int
+    config_version: dict[str, int]
+
+
+def read_action(value: bytes) -> ReadAction | None:
+    """`value` (a `risk-actions` record) decoded once into a `ReadAction`; None when it is
+    not a JSON object or its fields are not of their types (what cannot be compared)."""
+    try:
+        d = orjson.loads(value)
+        if not isinstance(d, dict):
+            return None
+        hedge = d.get("suggested_hedge") or {}
+        return ReadAction(
+            value,
+            str(d.get("action", "")),
+            float(d.get("hedge_pct", 0.0)),
+            hedge.get("instrument"),
+            float(d.get("risk_score", 0.0)),
+            bool(d.get("stale_market_data", False)),
+            int(d.get("next_evaluation_ts", -1)),
+            int(d.get("position_ts", -1)),
+            int(d.get("tick_ts", -1)),
+            d.get("config_version") or {},
+        )
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def apply_stale_policy(a: Assessment, policy: str) -> bool:

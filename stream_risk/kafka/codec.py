@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 from pydantic import ValidationError
 
 from stream_risk.config import SCOPE_FORMS, RiskConfigPatch, is_scope, patch_dict
 from stream_risk.engine.events import ConfigEvent, Lineage, PositionEvent, TickEvent
+from stream_risk.engine.record import ReadAction, read_action
 from stream_risk.models import MarketTick, PositionMessage
 
 #: A value larger than this is refused before parsing (DLQ'd as it is).
@@ -199,15 +199,12 @@ def _validate_position(value: bytes) -> PositionMessage:
     return msg
 
 
-def decode_action(value: bytes | None) -> dict[str, Any] | None:
-    """A `risk-actions` value read back on rebuild (None for a tombstone or unreadable)."""
+def decode_action(value: bytes | None) -> ReadAction | None:
+    """A `risk-actions` value read back on rebuild, decoded once: its bytes (kept as read)
+    and the fields the engine compares (None for a tombstone or an unreadable record)."""
     if value is None:
         return None
-    try:
-        out = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    return out if isinstance(out, dict) else None
+    return read_action(value)
 
 
 def decode_config(rec: Record, headers: Any = ()) -> ConfigEvent | DeadLetter:

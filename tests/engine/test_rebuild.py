@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from stream_risk.engine import Engine, PositionEvent
@@ -312,3 +313,78 @@ def test_the_inline_load_equals_the_live_rule_record_by_record(seed: int) -> Non
     assert _table(fast) == _table(plain)
     assert index_of(fast) == index_of(plain)
     assert fast.stats == plain.stats
+
+
+class _Rec:
+    """A `risk-actions` record as aiokafka gives it (key and value bytes)."""
+
+    def __init__(self, key: bytes | None, value: bytes | None) -> None:
+        self.key = key
+        self.value = value
+
+
+def test_restore_batch_gives_the_table_the_records_one_by_one_give() -> None:
+    from stream_risk.kafka.codec import decode_action
+
+    first = published([position("p1", partition=2), position("p2", size=-4.0, partition=2)])
+    b1 = orjson.dumps(first["p1"])
+    # p2 as another producer might have written it: the same object, other whitespace.
+    b2 = b"{ " + orjson.dumps(first["p2"])[1:]
+    records = [
+        _Rec(b"p1", b"not json"),  # unreadable: nothing restored
+        _Rec(b"p2", b2),
+        _Rec(None, b1),  # no key: skipped
+        _Rec(b"p3", b1),
+        _Rec(b"p3", None),  # closed since
+        _Rec(b"p1", b1),
+    ]
+    one, batch = Engine(), Engine()
+    for e in (one, batch):
+        e.step([tick()], T0 + 1000)
+        e.load([position("p1", partition=2), position("p2", size=-4.0, partition=2)])
+    for r in records:
+        if r.key is not None:
+            one.restore(2, r.key.decode(), decode_action(r.value))
+    batch.restore_batch(2, records)
+    a, b = one.settle(2, T0 + 1000), batch.settle(2, T0 + 1000)
+    assert a.outputs == b.outputs == []  # both kept as published: nothing to say
+    for e in (one, batch):
+        last1 = e.table.positions["p1"].last
+        last2 = e.table.positions["p2"].last
+        assert last1 is not None and last2 is not None
+        # The bytes as read, not encoded again.
+        assert last1.value == b1 and last2.value == b2
+        assert (last1.action, last1.hedge_pct, last1.instrument) == (
+            "HEDGE_PARTIAL",
+            0.5,
+            "perp_short",
+        )
+        assert last1.risk_score == approx(48.82)
+        assert last2.record() == first["p2"]
+    assert one.next_due() == batch.next_due() == T0 + 60 * MIN
+
+
+def test_decode_action_reads_the_fields_and_keeps_the_bytes() -> None:
+    from stream_risk.kafka.codec import decode_action
+
+    raw = (
+        b'{"action": "REDUCE", "hedge_pct": 0.25, "risk_score": 36.5,'
+        b' "suggested_hedge": {"instrument": "spot_sell"}, "stale_market_data": true,'
+        b' "next_evaluation_ts": 7, "position_ts": 5, "tick_ts": 6,'
+        b' "config_version": {"global": 3}}'
+    )
+    read = decode_action(raw)
+    assert read is not None
+    assert read.value is raw
+    assert (read.action, read.hedge_pct, read.instrument, read.risk_score, read.stale) == (
+        "REDUCE",
+        0.25,
+        "spot_sell",
+        36.5,
+        True,
+    )
+    assert (read.next_due, read.position_ts, read.tick_ts) == (7, 5, 6)
+    assert read.config_version == {"global": 3}
+    assert decode_action(None) is None
+    assert decode_action(b"[1, 2]") is None
+    assert decode_action(b'{"hedge_pct": "half"}') is None
