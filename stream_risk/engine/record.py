@@ -68,6 +68,52 @@ def read_action(value: bytes) -> ReadAction | None:
         return None
 
 
+def advice_differs(last: Any, action: Any, hedge_pct: Any, instrument: Any, stale: Any) -> Any:
+    """Whether the advice differs from `last` (the last published action: `action`,
+    `hedge_pct`, `instrument`, `stale`): one half of `changed` emission's tick rule
+    (DESIGN §3; `score_moved` is the other). Scalars, or numpy arrays (elementwise: replay's
+    fast path evaluates the rule over runs of ticks, with codes for action and instrument)."""
+    return (
+        (action != last.action)
+        | (hedge_pct != last.hedge_pct)
+        | (instrument != last.instrument)
+        | (stale != last.stale)
+    )
+
+
+def score_moved(last_score: Any, risk_score: Any, points: Any) -> Any:
+    """Whether the risk score moved at least `points` from the last published one: the
+    other half of the tick rule (scalars or numpy arrays, as `advice_differs`)."""
+    return abs(risk_score - last_score) >= points
+
+
+def should_emit(
+    emit: str,
+    trigger: str,
+    last: Any,
+    action: str,
+    hedge_pct: float,
+    instrument: str | None,
+    stale: bool,
+    risk_score: float,
+    points: float,
+) -> bool:
+    """`changed` emission (DESIGN §3), the one rule: publish under `emit="all"`, on a
+    position's first assessment (`last` None), on every trigger but a tick (an update of
+    the position itself, a timer, a config change: the latest record always describes the
+    position as it is), and on a tick when the advice differs from the last published or
+    the score moved at least `points`."""
+    return (
+        emit == "all"
+        or last is None
+        or trigger != "tick"
+        or bool(
+            advice_differs(last, action, hedge_pct, instrument, stale)
+            or score_moved(last.risk_score, risk_score, points)
+        )
+    )
+
+
 def apply_stale_policy(a: Assessment, policy: str) -> bool:
     """Change the advice of `a` (made on stale market data) per `stale_policy`.
 

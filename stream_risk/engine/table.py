@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
@@ -14,6 +15,9 @@ from stream_risk.engine.record import action_record, apply_stale_policy
 from stream_risk.models import MarketTick
 
 K = TypeVar("K")
+
+#: history(after, upto): (ts, price) of an asset's ticks with after < ts <= upto, in order.
+PriceHistory = Callable[[int, int], Iterable[tuple[int, float]]]
 
 #: The engine's defaults (EngineConfig): DESIGN §1's funding and depths, a 2 bps spread,
 #: vol estimated over 60 returns from 20 on (docs/design.md D12).
@@ -109,6 +113,44 @@ class MarketState:
             self.ask_depth_usd = tick.ask_depth_usd
             self.given |= 16
         self.lineage = lineage
+
+    def set_as_of(
+        self,
+        ts: int,
+        current_price: float,
+        volatility_1d: float | None,
+        spot_spread_bps: float,
+        perp_funding_rate: float,
+        bid_depth_usd: float,
+        ask_depth_usd: float,
+        given: int,
+        history: PriceHistory | None = None,
+    ) -> None:
+        """Set this market as after a run of ticks ending at `ts` that were not applied one
+        by one (`Engine.apply_market`): the values as of the last of them (`volatility_1d`
+        None: keep the current one), `given` the MARKET_INPUTS bits the feed has given by
+        then. The vol estimate, while the feed gives none, is fed the asset's ticks since
+        its own latest, from `history(after, upto)`: (ts, price) of the ticks in
+        (after, upto], in order (what `apply` would have fed it, tick by tick)."""
+        est = self.vol_state
+        if est is not None:
+            if given & 1:
+                self.vol_state = None  # the feed's vol wins from its first value on
+            elif history is not None:
+                update = est.update
+                for ts_i, p_i in history(est.t, ts):
+                    update(ts_i, p_i)
+        self.given = given
+        self.ts = ts
+        self.current_price = current_price
+        if volatility_1d is not None:
+            self.volatility_1d = volatility_1d
+        self.spot_spread_bps = spot_spread_bps
+        self.perp_funding_rate = perp_funding_rate
+        self.bid_depth_usd = bid_depth_usd
+        self.ask_depth_usd = ask_depth_usd
+        self.lineage = NO_LINEAGE
+        self._snap = None
 
     def same_as(self, tick: MarketTick) -> bool:
         """True when `tick` would change nothing (a duplicate delivery)."""
