@@ -3,6 +3,7 @@ with a reason a person can act on; nothing here raises on input."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -137,6 +138,33 @@ def decode_position(rec: Record) -> PositionEvent | DeadLetter:
     except ValidationError as exc:
         return DeadLetter(describe(exc, "position"), _classify(exc), lin, rec.key, rec.value)
     return PositionEvent(key, msg, rec.timestamp, lin)
+
+
+def decode_position_rows(
+    records: Iterable[Record], dead: list[DeadLetter]
+) -> list[tuple[str, PositionMessage | None, int, int]]:
+    """`decode_position` for a batch of one partition's records, decoded to the rows
+    `Engine.load_rows` takes (key, message, offset, record timestamp) instead of events;
+    every record `decode_position` refuses goes to `dead`, as it would."""
+    rows: list[tuple[str, PositionMessage | None, int, int]] = []
+    append = rows.append
+    validate = PositionMessage.__pydantic_validator__.validate_json
+    for rec in records:
+        raw_key, value = rec.key, rec.value
+        if value is not None and raw_key is not None and len(value) <= MAX_VALUE_BYTES:
+            # The common case inline (see decode_position); anything unusual takes it.
+            try:
+                key = raw_key.decode()
+                append((key, validate(value), rec.offset, rec.timestamp))
+                continue
+            except (UnicodeDecodeError, ValidationError):
+                pass
+        ev = decode_position(rec)
+        if isinstance(ev, DeadLetter):
+            dead.append(ev)
+        else:
+            append((ev.position_id, ev.message, rec.offset, rec.timestamp))
+    return rows
 
 
 def decode_tick(rec: Record) -> TickEvent | DeadLetter:

@@ -388,3 +388,77 @@ def test_decode_action_reads_the_fields_and_keeps_the_bytes() -> None:
     assert decode_action(None) is None
     assert decode_action(b"[1, 2]") is None
     assert decode_action(b'{"hedge_pct": "half"}') is None
+
+
+class _PosRec:
+    """A `positions` record as aiokafka gives it."""
+
+    def __init__(self, offset: int, key: bytes | None, value: bytes | None, ts: int) -> None:
+        self.topic = "positions"
+        self.partition = 4
+        self.offset = offset
+        self.timestamp = ts
+        self.key = key
+        self.value = value
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_load_rows_gives_the_table_and_dead_letters_load_gives(seed: int) -> None:
+    import random
+
+    from stream_risk.kafka.codec import DeadLetter, decode_position, decode_position_rows
+
+    rnd = random.Random(seed)
+    records = []
+    for off in range(150):
+        pid = f"p{rnd.randrange(10)}"
+        body: dict[str, Any] = {
+            "position_id": pid,
+            "asset": rnd.choice(("BTC", "ETH")),
+            "size": rnd.choice((1.0, -2.5, 0.0)),
+            "entry_price": rnd.choice((100.0, 101.5)),
+            "ts": T0 + rnd.choice((-1000, 0, 0, 10 * MIN)),
+            "age_minutes": 30.0,
+        }
+        r = rnd.random()
+        if r < 0.05:
+            body["config"] = {"max_loss_pct": 0.03}
+        elif r < 0.1:
+            body["size"] = "ten"  # invalid: a dead letter
+        elif r < 0.13:
+            del body["ts"]  # the record's timestamp stands in
+        key: bytes | None = pid.encode()
+        value: bytes | None = orjson.dumps(body)
+        r = rnd.random()
+        if r < 0.08:
+            value = None  # a close
+        elif r < 0.11:
+            key = b"other"  # disagrees with the body
+        elif r < 0.13:
+            key = b"\xff"  # not UTF-8
+        elif r < 0.15:
+            value = b"{not json"
+        records.append(_PosRec(off, key, value, T0 - 500))
+    now = rnd.choice((None, T0))
+
+    one, rows_engine = Engine(), Engine()
+    dead_one: list[DeadLetter] = []
+    events = []
+    for rec in records:
+        ev = decode_position(rec)
+        if isinstance(ev, DeadLetter):
+            dead_one.append(ev)
+        else:
+            events.append(ev)
+    rej_one = one.load(events, now)
+
+    dead_rows: list[DeadLetter] = []
+    rows = decode_position_rows(records, dead_rows)
+    rej_rows = rows_engine.load_rows("positions", 4, rows, now)
+
+    assert dead_rows == dead_one
+    assert [(r.reason, r.lineage) for r in rej_rows] == [(r.reason, r.lineage) for r in rej_one]
+    assert _table(rows_engine) == _table(one)
+    assert index_of(rows_engine) == index_of(one)
+    assert rows_engine.stats == one.stats
+    assert rows_engine._pos_topic == one._pos_topic
