@@ -210,16 +210,18 @@ class Engine:
             ):
                 self._apply_position(ev, now_ms, sink, res, rebuilding=True)
                 continue
-            pos = PositionState(pid)
-            pos.asset = msg.asset
-            pos.size = msg.size
-            pos.entry_price = msg.entry_price
-            pos.ts = ts
-            pos.opened_at = msg.opened_at
-            pos.age_at_ts = msg.age_minutes or 0.0
-            pos.unrealized_pnl = msg.unrealized_pnl
-            pos.partition = lineage.partition
-            pos.offset = lineage.offset
+            pos = PositionState(
+                pid,
+                msg.asset,
+                msg.size,
+                msg.entry_price,
+                ts,
+                msg.opened_at,
+                msg.age_minutes or 0.0,
+                msg.unrealized_pnl,
+                lineage.partition,
+                lineage.offset,
+            )
             if lineage.topic is not self._pos_topic:
                 self._pos_topic = lineage.topic
             upsert(pos, None, None, 0.0)
@@ -252,16 +254,18 @@ class Engine:
                     or (key and body_id and key != body_id)
                     or (ref is not None and ts > ref + max_future)
                 ):
-                    pos = PositionState(pid)
-                    pos.asset = msg.asset
-                    pos.size = msg.size
-                    pos.entry_price = msg.entry_price
-                    pos.ts = ts
-                    pos.opened_at = msg.opened_at
-                    pos.age_at_ts = msg.age_minutes or 0.0
-                    pos.unrealized_pnl = msg.unrealized_pnl
-                    pos.partition = partition
-                    pos.offset = offset
+                    pos = PositionState(
+                        pid,
+                        msg.asset,
+                        msg.size,
+                        msg.entry_price,
+                        ts,
+                        msg.opened_at,
+                        msg.age_minutes or 0.0,
+                        msg.unrealized_pnl,
+                        partition,
+                        offset,
+                    )
                     if topic is not self._pos_topic:
                         self._pos_topic = topic
                     upsert(pos, None, None, 0.0)

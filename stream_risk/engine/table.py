@@ -426,24 +426,37 @@ class PositionState:
         "unrealized_pnl",
     )
 
-    def __init__(self, position_id: str) -> None:
+    def __init__(
+        self,
+        position_id: str,
+        asset: str = "",
+        size: float = 0.0,
+        entry_price: float = 0.0,
+        ts: int = -1,
+        opened_at: int | None = None,
+        age_at_ts: float = 0.0,
+        unrealized_pnl: float | None = None,
+        partition: int = -1,
+        offset: int = -1,
+    ) -> None:
+        # The version's fields may be given here, each set once (a rebuild makes millions).
         self.position_id = position_id
-        self.asset = ""
-        self.size = 0.0
-        self.entry_price = 0.0
-        self.ts = -1
-        self.opened_at: int | None = None
-        self.age_at_ts = 0.0
-        self.unrealized_pnl: float | None = None
+        self.asset = asset
+        self.size = size
+        self.entry_price = entry_price
+        self.ts = ts
+        self.opened_at = opened_at
+        self.age_at_ts = age_at_ts
+        self.unrealized_pnl = unrealized_pnl
         self.config: RiskConfig | None = None  # None = the engine-wide config
         self.overrides: dict[str, object] | None = None
         #: Offsets of the risk-config scopes applied ({} or None: none).
         self.config_version: dict[str, int] | None = None
         #: Offset of the `positions` record it was read from (the action's lineage).
-        self.offset = -1
+        self.offset = offset
         #: The `positions` partition it was read from (-1: not from Kafka). Only the
         #: partition is kept of the record's lineage: it costs no memory of its own.
-        self.partition = -1
+        self.partition = partition
         self.last: LastAction | None = None
         self.next_due = -1  # event time of the next timer re-assessment; -1 = none
         self.timer_seq = -1  # sequence number of that timer (its order among equal dues)
