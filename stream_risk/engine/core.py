@@ -760,6 +760,7 @@ class Engine:
             pos.timer_entry = old.timer_entry
             old.last = None
             old.next_due = -1
+            old.timer_entry = None
         else:
             pos = PositionState(pid)
             old_asset = old_partition = None
