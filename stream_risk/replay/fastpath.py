@@ -17,10 +17,12 @@ Everything else is a *quiet* assessment: assessed, suppressed, timer moved. The 
 itself — the same `Engine` — processes every interesting point in event-time order, with
 the same `step` / `fire_timers` calls as the scalar schedule, so every published record
 is made by the core. Before each, the quiet assessments since the last one are applied to
-the engine's state in bulk, exactly as the scalar path would have left it: each market at
-its last tick, each position's next re-evaluation (scheduled in the order the scalar path
-scheduled them, so timers due at the same instant fire in the same order), and the
-counters (assessments, suppressed, duplicate ticks).
+the engine in bulk, through its public API, exactly as the scalar path would have left it:
+each market at its last tick (`Engine.apply_market`, duplicate ticks counted), each quiet
+assessment counted and its re-evaluation due (`Engine.assess_quietly`), scheduled
+(`Engine.schedule`) in the order the scalar path scheduled them, so timers due at the same
+instant fire in the same order. Which tick would publish is the core's rule
+(`record.should_emit`), its two halves evaluated over arrays.
 
 Under `--emit all` every assessment is published, so there is nothing to skip: that runs
 the scalar schedule. A rare case the bulk step does not model (a position re-assessed while
