@@ -26,6 +26,8 @@ REASON_HYSTERESIS: Final = "HYSTERESIS_HOLD"
 #: The `policy` of an action hysteresis decided: this prefix and the band held, e.g.
 #: "hysteresis:HEDGE_PARTIAL" (what `MadeAction.record()` needs to make the record again).
 HYSTERESIS: Final = "hysteresis:"
+#: The `policy` string of each band held, made once (a kept action references it).
+_HELD: Final = {b.action: HYSTERESIS + b.action for b in BANDS}
 
 
 class ReadAction(NamedTuple):
@@ -283,7 +285,7 @@ def apply_hysteresis(a: Assessment, held: str) -> str | None:
         if score >= threshold - points:
             action = BANDS[band].action
             _hold(a, action, h)
-            return HYSTERESIS + action
+            return _HELD[action]
     return None
 
 
