@@ -14,7 +14,16 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from stream_risk import __version__
-from stream_risk.assessor import HOLD, REDUCE, Assessment, hedge_at
+from stream_risk.assessor import (
+    HOLD,
+    PERP_LONG,
+    PERP_SHORT,
+    REDUCE,
+    SPOT_BUY,
+    SPOT_SELL,
+    Assessment,
+    hedge_at,
+)
 from stream_risk.engine.events import NO_LINEAGE, Lineage
 from stream_risk.models import SCHEMA_VERSION
 from stream_risk.rules import BANDS, RANK, hedge_fractions, thresholds
@@ -28,6 +37,12 @@ REASON_HYSTERESIS: Final = "HYSTERESIS_HOLD"
 HYSTERESIS: Final = "hysteresis:"
 #: The `policy` string of each band held, made once (a kept action references it).
 _HELD: Final = {b.action: HYSTERESIS + b.action for b in BANDS}
+
+
+#: The action and instrument names, to hold one string of each, not one per record read.
+_NAMES: Final = {b.action: b.action for b in BANDS} | {
+    n: n for n in (SPOT_SELL, SPOT_BUY, PERP_SHORT, PERP_LONG)
+}
 
 
 class ReadAction(NamedTuple):
@@ -54,11 +69,13 @@ def read_action(value: bytes) -> ReadAction | None:
         if not isinstance(d, dict):
             return None
         hedge = d.get("suggested_hedge") or {}
+        action = str(d.get("action", ""))
+        instrument = hedge.get("instrument")
         return ReadAction(
             value,
-            str(d.get("action", "")),
+            _NAMES.get(action, action),
             float(d.get("hedge_pct", 0.0)),
-            hedge.get("instrument"),
+            instrument if instrument is None else _NAMES.get(instrument, instrument),
             float(d.get("risk_score", 0.0)),
             bool(d.get("stale_market_data", False)),
             int(d.get("next_evaluation_ts", -1)),
