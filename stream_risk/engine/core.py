@@ -45,7 +45,14 @@ from stream_risk.engine.events import (
     TickEvent,
     Trigger,
 )
-from stream_risk.engine.record import action_record, apply_hysteresis, apply_stale_policy
+from stream_risk.engine.record import (
+    ReadAction,
+    action_record,
+    apply_hysteresis,
+    apply_stale_policy,
+    read_action,
+    should_emit,
+)
 from stream_risk.engine.table import (
     DEFAULT_MARKET,
     DEFAULT_VOL,
@@ -53,6 +60,7 @@ from stream_risk.engine.table import (
     MadeAction,
     MarketState,
     PositionState,
+    PriceHistory,
     Table,
 )
 from stream_risk.engine.timers import Timers
@@ -70,6 +78,9 @@ EmitPolicy = Literal["changed", "all"]
 
 #: The notional limits a scope may set (checked on exposure, not by the model).
 LIMIT_FIELDS = ("max_net_notional_usd", "max_gross_notional_usd")
+#: A `positions` record decoded for `Engine.load_rows`: (key, message or None for a
+#: tombstone, offset, record timestamp).
+PositionRow = tuple[str, PositionMessage | None, int, int]
 #: How many config changes `config_view()` remembers.
 CONFIG_HISTORY = 1000
 
@@ -172,7 +183,7 @@ class Engine:
 
     def next_due(self) -> int | None:
         """Event time of the earliest pending re-evaluation, or None."""
-        return self.timers.next_due(self._live_timer)
+        return self.timers.next_due(self.table.positions.get)
 
     # ------------------------------------------------------------------ rebuild path
     def load(self, events: Iterable[PositionEvent], now_ms: int | None = None) -> list[Rejected]:
@@ -183,31 +194,158 @@ class Engine:
         """
         res = StepResult()
         sink: dict[str, Trigger] = {}
+        positions = self.table.positions
+        upsert = self.table.upsert
+        max_future = self.config.max_future_ms
         for ev in events:
+            msg = ev.message
+            # The common case of a changelog, inline: a position not in the table yet, its
+            # id agreed, no config of its own or in force, its ts not from the future.
+            # Anything else takes `_apply_position` (the live path's rules, in its order).
+            if msg is None or msg.config is not None or self.scopes:
+                self._apply_position(ev, now_ms, sink, res, rebuilding=True)
+                continue
+            key = ev.position_id
+            body_id = msg.position_id
+            pid = body_id or key or msg.asset
+            lineage = ev.lineage
+            ts = msg.ts if msg.ts is not None else ev.ts_fallback
+            ref = _future_reference(now_ms, lineage.timestamp_ms)
+            if (
+                pid in positions
+                or (key and body_id and key != body_id)
+                or (ref is not None and ts > ref + max_future)
+            ):
+                self._apply_position(ev, now_ms, sink, res, rebuilding=True)
+                continue
+            pos = PositionState(
+                pid,
+                msg.asset,
+                msg.size,
+                msg.entry_price,
+                ts,
+                msg.opened_at,
+                msg.age_minutes or 0.0,
+                msg.unrealized_pnl,
+                lineage.partition,
+                lineage.offset,
+            )
+            if lineage.topic is not self._pos_topic:
+                self._pos_topic = lineage.topic
+            upsert(pos, None, None, 0.0)
+        return res.rejected
+
+    def load_rows(
+        self,
+        topic: str,
+        partition: int,
+        rows: Iterable[PositionRow],
+        now_ms: int | None = None,
+    ) -> list[Rejected]:
+        """`load`, for a batch of one partition's records decoded to rows (`codec.
+        decode_position_rows`: key, message, offset, record timestamp) rather than events:
+        the changelog's common case goes straight into the table; anything else is made
+        the event `load` takes and takes its rule. The same table as `load`."""
+        res = StepResult()
+        sink: dict[str, Trigger] = {}
+        positions = self.table.positions
+        upsert = self.table.upsert
+        max_future = self.config.max_future_ms
+        for key, msg, offset, record_ms in rows:
+            if msg is not None and msg.config is None and not self.scopes:
+                body_id = msg.position_id
+                pid = body_id or key or msg.asset
+                ts = msg.ts if msg.ts is not None else record_ms
+                ref = _future_reference(now_ms, record_ms)
+                if not (
+                    pid in positions
+                    or (key and body_id and key != body_id)
+                    or (ref is not None and ts > ref + max_future)
+                ):
+                    pos = PositionState(
+                        pid,
+                        msg.asset,
+                        msg.size,
+                        msg.entry_price,
+                        ts,
+                        msg.opened_at,
+                        msg.age_minutes or 0.0,
+                        msg.unrealized_pnl,
+                        partition,
+                        offset,
+                    )
+                    if topic is not self._pos_topic:
+                        self._pos_topic = topic
+                    upsert(pos, None, None, 0.0)
+                    continue
+            ev = PositionEvent(key, msg, record_ms, Lineage(topic, partition, offset, record_ms))
             self._apply_position(ev, now_ms, sink, res, rebuilding=True)
         return res.rejected
 
-    def restore(self, partition: int, position_id: str, value: Mapping[str, Any] | None) -> None:
-        """Rebuild: remember the last action published for a position (None: a tombstone)."""
-        restored = self._restored.setdefault(partition, {})
+    def restore(
+        self,
+        partition: int,
+        position_id: str,
+        value: ReadAction | Mapping[str, Any] | None,
+    ) -> None:
+        """Rebuild: remember the last action published for a position (None: a tombstone).
+
+        `value`: the record as `codec.decode_action` reads it (`ReadAction`: its bytes are
+        kept as read), or as a dict (encoded again)."""
+        restored = self._restored.get(partition)
+        if restored is None:
+            restored = self._restored[partition] = {}
         if value is None:
             restored.pop(position_id, None)
             return
-        hedge = value.get("suggested_hedge") or {}
+        if not isinstance(value, ReadAction):
+            value = read_action(_compact(orjson.dumps(value)))
+            assert value is not None  # a dict encodes to a readable object
         restored[position_id] = _Restored(
             LastAction(
-                str(value.get("action", "")),
-                float(value.get("hedge_pct", 0.0)),
-                hedge.get("instrument"),
-                float(value.get("risk_score", 0.0)),
-                bool(value.get("stale_market_data", False)),
-                _compact(orjson.dumps(value)),
+                value.action,
+                value.hedge_pct,
+                value.instrument,
+                value.risk_score,
+                value.stale,
+                value.value,
             ),
-            int(value.get("next_evaluation_ts", -1)),
-            int(value.get("position_ts", -1)),
-            int(value.get("tick_ts", -1)),
-            value.get("config_version") or {},
+            value.next_due,
+            value.position_ts,
+            value.tick_ts,
+            value.config_version,
         )
+
+    def restore_batch(self, partition: int, records: Iterable[Any]) -> None:
+        """Rebuild: `restore` every record (aiokafka's: `key`, `value` bytes) of a read of
+        `risk-actions` partition `partition`, in order; a record without a key is skipped."""
+        restored = self._restored.get(partition)
+        if restored is None:
+            restored = self._restored[partition] = {}
+        for rec in records:
+            key = rec.key
+            if key is None:
+                continue
+            pid = key.decode(errors="replace")
+            value = rec.value
+            read = None if value is None else read_action(value)
+            if read is None:
+                restored.pop(pid, None)
+                continue
+            restored[pid] = _Restored(
+                LastAction(
+                    read.action,
+                    read.hedge_pct,
+                    read.instrument,
+                    read.risk_score,
+                    read.stale,
+                    read.value,
+                ),
+                read.next_due,
+                read.position_ts,
+                read.tick_ts,
+                read.config_version,
+            )
 
     def settle(self, partition: int, now_ms: int) -> StepResult:
         """Rebuild done for `partition`: resume timers, act on what changed while down.
@@ -219,16 +357,22 @@ class Engine:
         res = StepResult()
         restored = self._restored.pop(partition, {})
         to_assess: list[tuple[PositionState, Trigger]] = []
+        positions = self.table.positions
+        markets = self.table.markets
+        waiting: list[str] = []  # positions assessed here that wait for their market
         for pid in list(self.table.by_partition.get(partition, ())):
-            pos = self.table.positions[pid]
-            r = restored.pop(pid, None)
-            market = self.table.markets.get(pos.asset)
+            pos = positions[pid]
+            r = restored.pop(pid, None) if restored else None
+            market = markets.get(pos.asset)
             if r is None or r.position_ts != pos.ts:
                 # Never published, or the position changed since (a resize consumed just
                 # before a crash): its latest record must describe it as it is (§3).
-                to_assess.append((pos, "position"))
                 if r is not None:
                     pos.last = r.last
+                if market is None or not market.complete:
+                    waiting.append(pid)  # what `_assess` would do: count it, no more
+                else:
+                    to_assess.append((pos, "position"))
                 continue
             pos.last = r.last
             if r.config_version != (pos.config_version or {}):
@@ -238,9 +382,14 @@ class Engine:
                 to_assess.append((pos, "tick"))
             else:
                 self.schedule(pos, r.next_due)
+        self.stats.waiting += len(waiting)
         for pos, trigger in to_assess:
             self._assess(pos, trigger, now_ms, -1, res)
-        self._fire_timers(now_ms, res, skip={pos.position_id for pos, _ in to_assess})
+        due = self.next_due()
+        if due is not None and due <= now_ms:
+            skip = {pos.position_id for pos, _ in to_assess}
+            skip.update(waiting)
+            self._fire_timers(now_ms, res, skip=skip)
         for pid in restored:
             res.outputs.append(Output(pid, None, partition=partition))
             self.stats.tombstones += 1
@@ -254,7 +403,73 @@ class Engine:
             pos = self.table.remove(pid)
             if pos is not None:
                 pos.next_due = -1
+                pos.last = None  # its action references it: no cycle left behind
         return len(pids)
+
+    # ------------------------------------------------------------------ replay's fast path
+    def apply_market(
+        self,
+        asset: str,
+        ts: int,
+        current_price: float,
+        volatility_1d: float | None,
+        spot_spread_bps: float,
+        perp_funding_rate: float,
+        bid_depth_usd: float,
+        ask_depth_usd: float,
+        given: int,
+        history: PriceHistory | None = None,
+        duplicates: int = 0,
+    ) -> None:
+        """Set `asset`'s market as after a run of its ticks not stepped through one by one
+        (replay's fast path: their assessments published nothing, see `assess_quietly`):
+        the values as of the last (`MarketState.set_as_of`; `given`: the MARKET_INPUTS
+        bits the feed had given by then; `history` feeds the vol estimate). `duplicates`:
+        how many of those ticks were duplicate deliveries (counted as `step` counts them)."""
+        market = self.table.markets.get(asset)
+        if market is None:
+            cfg = self.config
+            market = self.table.markets[asset] = MarketState(asset, cfg.market_defaults, cfg.vol)
+        market.set_as_of(
+            ts,
+            current_price,
+            volatility_1d,
+            spot_spread_bps,
+            perp_funding_rate,
+            bid_depth_usd,
+            ask_depth_usd,
+            given,
+            history,
+        )
+        self.stats.duplicate_ticks += duplicates
+
+    def assess_quietly(self, position_id: str, event_ts: int, n: int = 1) -> int:
+        """Count `n` tick assessments of a position that published nothing (replay's fast
+        path skips them; `step` would have suppressed them), the last as of `event_ts` on
+        its asset's market as it now is; returns the due time of the re-evaluation that one
+        sets. Not scheduled: the caller schedules (`schedule`) in the order of the ticks."""
+        pos = self.table.positions[position_id]
+        market = self.table.markets[pos.asset]
+        vol, spread = market.volatility_1d, market.spot_spread_bps
+        assert vol is not None and spread is not None  # a quiet tick is of a complete market
+        re_eval = assess(
+            pos.size,
+            pos.entry_price,
+            pos.age_minutes(event_ts),
+            pos.unrealized_pnl,
+            market.current_price,
+            vol,
+            spread,
+            market.perp_funding_rate,
+            market.bid_depth_usd,
+            market.ask_depth_usd,
+            pos.config or self.config.risk,
+            pos.asset,
+        ).re_evaluate_minutes
+        stats = self.stats
+        stats.assessments += n
+        stats.suppressed += n
+        return event_ts + re_eval * 60_000
 
     # ------------------------------------------------------------------ reads
     def snapshot(self, asset: str | None = None) -> list[dict[str, Any]]:
@@ -413,16 +628,12 @@ class Engine:
         return e
 
     # ------------------------------------------------------------------ internals
-    def _live_timer(self, due: int, seq: int, pid: str) -> bool:
-        pos = self.table.positions.get(pid)
-        return pos is not None and pos.next_due == due and pos.timer_seq == seq
-
     def schedule(self, pos: PositionState, due: int) -> None:
         """Set `pos`'s next re-evaluation to event time `due` (replacing any other)."""
-        pos.next_due = due
-        pos.timer_seq = self.timers.schedule(due, pos.position_id)
-        if len(self.timers) > 2 * len(self.table.positions) + 4096:
-            self.timers.compact(self._live_timer)
+        timers = self.timers
+        timers.schedule(pos, due)
+        if len(timers) > 2 * len(self.table.positions) + 4096:
+            timers.compact(self.table.positions.get)
 
     def _fire_timers(self, now_ms: int, res: StepResult, skip: Container[str] = ()) -> None:
         """Re-assess positions whose timer is due (those in `skip` wait for the next call).
@@ -434,7 +645,7 @@ class Engine:
         positions = self.table.positions
         floor = now_ms - self.config.max_timer_lateness_ms
         deferred = []
-        for due, pid in self.timers.pop_due(now_ms, self._live_timer):
+        for due, pid in self.timers.pop_due(now_ms, positions.get):
             pos = positions.get(pid)
             # Re-check: an assessment fired earlier in this loop may have moved it on.
             if pos is None or pos.next_due != due:
@@ -509,6 +720,7 @@ class Engine:
             affected.pop(ev.position_id, None)
             if pos is not None:
                 pos.next_due = -1
+                pos.last = None  # its action references it: no cycle left behind
                 if not rebuilding:
                     stats.tombstones += 1
                     res.outputs.append(Output(ev.position_id, None, partition=pos.partition))
@@ -562,6 +774,18 @@ class Engine:
             old_asset: str | None = pos.asset
             old_partition: int | None = pos.partition
             old_size = pos.size
+            # A new version is a new object: the actions made of the old one reference it
+            # (`MadeAction.pos`) and must keep describing it. The timer and last action
+            # carry over; the old version keeps only its data (no cycle through `last`).
+            old = pos
+            pos = PositionState(pid)
+            pos.last = old.last
+            pos.next_due = old.next_due
+            pos.timer_seq = old.timer_seq
+            pos.timer_entry = old.timer_entry
+            old.last = None
+            old.next_due = -1
+            old.timer_entry = None
         else:
             pos = PositionState(pid)
             old_asset = old_partition = None
@@ -770,20 +994,22 @@ class Engine:
         # `changed` emission (DESIGN §3): the latest record always describes the position
         # as it is, so an update of the position itself always publishes; a tick publishes
         # only when the advice changed.
-        if not (
-            self.config.emit == "all"
-            or last is None
-            or trigger != "tick"
-            or last.action != a.action
-            or last.hedge_pct != a.hedge_pct
-            or last.instrument != instrument
-            or last.stale != stale
-            or abs(a.risk_score - last.risk_score) >= self.config.score_change_points
+        ecfg = self.config
+        if not should_emit(
+            ecfg.emit,
+            trigger,
+            last,
+            a.action,
+            a.hedge_pct,
+            instrument,
+            stale,
+            a.risk_score,
+            ecfg.score_change_points,
         ):
             stats.suppressed += 1
             return
         pos_ref = {"topic": self._pos_topic, "partition": pos.partition, "offset": pos.offset}
-        refs = market.decision_refs()
+        snap = market.snapshot()
         value = action_record(
             a,
             pos.position_id,
@@ -801,40 +1027,27 @@ class Engine:
             age_minutes=age,
             entry_price=pos.entry_price,
             unrealized_pnl=pos.unrealized_pnl,
-            refs=refs,
+            refs=snap.refs,
         )
         data = orjson.dumps(value)
-        # Kept for GET /positions as what made it (a fifth of the bytes' memory).
+        # Kept for GET /positions as what made it: references to the position version, the
+        # tick's market snapshot and the config, and this assessment's own few fields.
         pos.last = MadeAction(
             a.action,
             a.hedge_pct,
             instrument,
             a.risk_score,
             stale,
-            pos.size,
-            pos.entry_price,
-            age,
-            pos.unrealized_pnl,
-            market.current_price,
-            vol,
-            spread,
-            market.perp_funding_rate,
-            market.bid_depth_usd,
-            market.ask_depth_usd,
+            pos,
+            snap,
             cfg,
-            pos.asset,
-            pos.position_id,
             trigger,
             event_ts,
-            market.ts,
-            pos.ts,
             now_ms,
             due,
             policy,
             pos.config_version,
-            pos_ref,
-            market.lineage,
-            refs[2],
+            self._pos_topic,
         )
         stats.published += 1
         res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))

@@ -9,10 +9,21 @@ give the same floats, so the same dict and the same bytes (`tests/engine` checks
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import orjson
 
 from stream_risk import __version__
-from stream_risk.assessor import HOLD, REDUCE, Assessment, hedge_at
+from stream_risk.assessor import (
+    HOLD,
+    PERP_LONG,
+    PERP_SHORT,
+    REDUCE,
+    SPOT_BUY,
+    SPOT_SELL,
+    Assessment,
+    hedge_at,
+)
 from stream_risk.engine.events import NO_LINEAGE, Lineage
 from stream_risk.models import SCHEMA_VERSION
 from stream_risk.rules import BANDS, RANK, hedge_fractions, thresholds
@@ -24,6 +35,102 @@ REASON_HYSTERESIS: Final = "HYSTERESIS_HOLD"
 #: The `policy` of an action hysteresis decided: this prefix and the band held, e.g.
 #: "hysteresis:HEDGE_PARTIAL" (what `MadeAction.record()` needs to make the record again).
 HYSTERESIS: Final = "hysteresis:"
+#: The `policy` string of each band held, made once (a kept action references it).
+_HELD: Final = {b.action: HYSTERESIS + b.action for b in BANDS}
+
+
+#: The action and instrument names, to hold one string of each, not one per record read.
+_NAMES: Final = {b.action: b.action for b in BANDS} | {
+    n: n for n in (SPOT_SELL, SPOT_BUY, PERP_SHORT, PERP_LONG)
+}
+
+
+class ReadAction(NamedTuple):
+    """A `risk-actions` record read back on a rebuild: its bytes as published (kept, not
+    encoded again) and the fields the core compares (`changed` emission) and settles on."""
+
+    value: bytes
+    action: str
+    hedge_pct: float
+    instrument: str | None
+    risk_score: float
+    stale: bool
+    next_due: int
+    position_ts: int
+    tick_ts: int
+    config_version: dict[str, int]
+
+
+def read_action(value: bytes) -> ReadAction | None:
+    """`value` (a `risk-actions` record) decoded once into a `ReadAction`; None when it is
+    not a JSON object or its fields are not of their types (what cannot be compared)."""
+    try:
+        d = orjson.loads(value)
+        if not isinstance(d, dict):
+            return None
+        hedge = d.get("suggested_hedge") or {}
+        action = str(d.get("action", ""))
+        instrument = hedge.get("instrument")
+        return ReadAction(
+            value,
+            _NAMES.get(action, action),
+            float(d.get("hedge_pct", 0.0)),
+            instrument if instrument is None else _NAMES.get(instrument, instrument),
+            float(d.get("risk_score", 0.0)),
+            bool(d.get("stale_market_data", False)),
+            int(d.get("next_evaluation_ts", -1)),
+            int(d.get("position_ts", -1)),
+            int(d.get("tick_ts", -1)),
+            d.get("config_version") or {},
+        )
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def advice_differs(last: Any, action: Any, hedge_pct: Any, instrument: Any, stale: Any) -> Any:
+    """Whether the advice differs from `last` (the last published action: `action`,
+    `hedge_pct`, `instrument`, `stale`): one half of `changed` emission's tick rule
+    (DESIGN §3; `score_moved` is the other). Scalars, or numpy arrays (elementwise: replay's
+    fast path evaluates the rule over runs of ticks, with codes for action and instrument)."""
+    return (
+        (action != last.action)
+        | (hedge_pct != last.hedge_pct)
+        | (instrument != last.instrument)
+        | (stale != last.stale)
+    )
+
+
+def score_moved(last_score: Any, risk_score: Any, points: Any) -> Any:
+    """Whether the risk score moved at least `points` from the last published one: the
+    other half of the tick rule (scalars or numpy arrays, as `advice_differs`)."""
+    return abs(risk_score - last_score) >= points
+
+
+def should_emit(
+    emit: str,
+    trigger: str,
+    last: Any,
+    action: str,
+    hedge_pct: float,
+    instrument: str | None,
+    stale: bool,
+    risk_score: float,
+    points: float,
+) -> bool:
+    """`changed` emission (DESIGN §3), the one rule: publish under `emit="all"`, on a
+    position's first assessment (`last` None), on every trigger but a tick (an update of
+    the position itself, a timer, a config change: the latest record always describes the
+    position as it is), and on a tick when the advice differs from the last published or
+    the score moved at least `points`."""
+    return (
+        emit == "all"
+        or last is None
+        or trigger != "tick"
+        or bool(
+            advice_differs(last, action, hedge_pct, instrument, stale)
+            or score_moved(last.risk_score, risk_score, points)
+        )
+    )
 
 
 def apply_stale_policy(a: Assessment, policy: str) -> bool:
@@ -195,7 +302,7 @@ def apply_hysteresis(a: Assessment, held: str) -> str | None:
         if score >= threshold - points:
             action = BANDS[band].action
             _hold(a, action, h)
-            return HYSTERESIS + action
+            return _HELD[action]
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
@@ -16,6 +17,9 @@ from stream_risk.models import MarketTick
 
 K = TypeVar("K")
 
+#: history(after, upto): (ts, price) of an asset's ticks with after < ts <= upto, in order.
+PriceHistory = Callable[[int, int], Iterable[tuple[int, float]]]
+
 #: The engine's defaults (EngineConfig): DESIGN §1's funding and depths, a 2 bps spread,
 #: vol estimated over 60 returns from 20 on (docs/design.md D12).
 DEFAULT_MARKET = MarketDefaults()
@@ -29,7 +33,7 @@ class MarketState:
     always wins). `estimated()` names what the feed did not give."""
 
     __slots__ = (
-        "_refs",
+        "_snap",
         "ask_depth_usd",
         "asset",
         "bid_depth_usd",
@@ -62,28 +66,21 @@ class MarketState:
         #: The vol estimate while the feed has given none (None: estimation off).
         self.vol_state: VolState | None = None if vol is None else vol.state()
         self.lineage: Lineage = NO_LINEAGE
-        self._refs: tuple[dict[str, Any], dict[str, Any], list[str]] | None = None
+        self._snap: MarketSnapshot | None = None
+
+    def snapshot(self) -> MarketSnapshot:
+        """This market version (as of its latest tick) as an immutable `MarketSnapshot`:
+        made once per tick and shared by every action made on it. Call when `complete`."""
+        snap = self._snap
+        if snap is None:
+            snap = self._snap = MarketSnapshot(self)
+        return snap
 
     def decision_refs(self) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         """(`inputs.market`, `lineage.tick`, `estimated_inputs`) of the actions made on this
         market version: built once per tick, shared by the records of every position on
         the asset (read only: records are serialised, never mutated)."""
-        refs = self._refs
-        if refs is None:
-            lin = self.lineage
-            refs = self._refs = (
-                {
-                    "current_price": self.current_price,
-                    "volatility_1d": self.volatility_1d,
-                    "spot_spread_bps": self.spot_spread_bps,
-                    "perp_funding_rate": self.perp_funding_rate,
-                    "bid_depth_usd": self.bid_depth_usd,
-                    "ask_depth_usd": self.ask_depth_usd,
-                },
-                {"topic": lin.topic, "partition": lin.partition, "offset": lin.offset},
-                self.estimated(),
-            )
-        return refs
+        return self.snapshot().refs
 
     def estimated(self) -> list[str]:
         """The market inputs the feed has not given (estimated or defaulted), in order."""
@@ -91,11 +88,11 @@ class MarketState:
         return [name for i, name in enumerate(MARKET_INPUTS) if not given >> i & 1]
 
     def invalidate(self) -> None:
-        """Forget `decision_refs()`: call after setting fields other than by `apply`."""
-        self._refs = None
+        """Forget `snapshot()`: call after setting fields other than by `apply`."""
+        self._snap = None
 
     def apply(self, tick: MarketTick, lineage: Lineage) -> None:
-        self._refs = None
+        self._snap = None
         self.ts = tick.ts
         self.current_price = tick.current_price
         if tick.volatility_1d is not None:
@@ -117,6 +114,44 @@ class MarketState:
             self.ask_depth_usd = tick.ask_depth_usd
             self.given |= 16
         self.lineage = lineage
+
+    def set_as_of(
+        self,
+        ts: int,
+        current_price: float,
+        volatility_1d: float | None,
+        spot_spread_bps: float,
+        perp_funding_rate: float,
+        bid_depth_usd: float,
+        ask_depth_usd: float,
+        given: int,
+        history: PriceHistory | None = None,
+    ) -> None:
+        """Set this market as after a run of ticks ending at `ts` that were not applied one
+        by one (`Engine.apply_market`): the values as of the last of them (`volatility_1d`
+        None: keep the current one), `given` the MARKET_INPUTS bits the feed has given by
+        then. The vol estimate, while the feed gives none, is fed the asset's ticks since
+        its own latest, from `history(after, upto)`: (ts, price) of the ticks in
+        (after, upto], in order (what `apply` would have fed it, tick by tick)."""
+        est = self.vol_state
+        if est is not None:
+            if given & 1:
+                self.vol_state = None  # the feed's vol wins from its first value on
+            elif history is not None:
+                update = est.update
+                for ts_i, p_i in history(est.t, ts):
+                    update(ts_i, p_i)
+        self.given = given
+        self.ts = ts
+        self.current_price = current_price
+        if volatility_1d is not None:
+            self.volatility_1d = volatility_1d
+        self.spot_spread_bps = spot_spread_bps
+        self.perp_funding_rate = perp_funding_rate
+        self.bid_depth_usd = bid_depth_usd
+        self.ask_depth_usd = ask_depth_usd
+        self.lineage = NO_LINEAGE
+        self._snap = None
 
     def same_as(self, tick: MarketTick) -> bool:
         """True when `tick` would change nothing (a duplicate delivery)."""
@@ -215,35 +250,76 @@ class LastAction:
         return out
 
 
-class MadeAction(LastAction):
-    """An action this engine made, kept as its inputs (see `stream_risk.engine.record`):
-    `value` and `record()` make the identical record again, on demand."""
+class MarketSnapshot:
+    """One version of an asset's market (as of one tick), immutable: the market inputs of
+    every action made on it. `MarketState.snapshot()` makes one per tick and every action
+    made on that tick references it (a later tick makes a new one: an action keeps the
+    market it was made on). `refs`: the record's `inputs.market`, `lineage.tick` and
+    `estimated_inputs`, built once and shared by the records made on this tick (read
+    only: the core serialises them, never mutates them)."""
 
     __slots__ = (
-        "age_minutes",
         "ask",
-        "asset",
         "bid",
+        "estimated",
+        "funding",
+        "lineage",
+        "price",
+        "refs",
+        "spread",
+        "ts",
+        "vol",
+    )
+
+    def __init__(self, m: MarketState) -> None:
+        vol, spread = m.volatility_1d, m.spot_spread_bps
+        assert vol is not None and spread is not None  # made of a complete market only
+        self.ts = m.ts
+        self.price = m.current_price
+        self.vol = vol
+        self.spread = spread
+        self.funding = m.perp_funding_rate
+        self.bid = m.bid_depth_usd
+        self.ask = m.ask_depth_usd
+        self.lineage = lin = m.lineage
+        self.estimated = m.estimated()
+        self.refs: tuple[dict[str, Any], dict[str, Any], list[str]] = (
+            {
+                "current_price": self.price,
+                "volatility_1d": vol,
+                "spot_spread_bps": spread,
+                "perp_funding_rate": self.funding,
+                "bid_depth_usd": self.bid,
+                "ask_depth_usd": self.ask,
+            },
+            {"topic": lin.topic, "partition": lin.partition, "offset": lin.offset},
+            self.estimated,
+        )
+
+
+class MadeAction(LastAction):
+    """An action this engine made, kept as what made it (see `stream_risk.engine.record`):
+    `value` and `record()` make the identical record again, on demand.
+
+    What made it is referenced, not copied (docs/design.md D8): `pos`, the position
+    version it was made of (the core never changes a position's fields once an action
+    references it: an update makes a new `PositionState`), `market`, the tick's shared
+    `MarketSnapshot`, and `cfg`, the shared config. Its own are the record's fields that
+    are of this assessment only: trigger, event time, wall time, next evaluation, policy.
+    The age is made again from the position and the event time (the same float).
+    """
+
+    __slots__ = (
         "cfg",
         "config_version",
         "due",
-        "entry_price",
-        "estimated",
         "event_ts",
-        "funding",
+        "market",
         "now_ms",
         "policy",
-        "position_id",
-        "position_ref",
-        "position_ts",
-        "price",
-        "size",
-        "spread",
-        "tick_lineage",
-        "tick_ts",
+        "pos",
+        "topic",
         "trigger",
-        "unrealized_pnl",
-        "vol",
     )
 
     def __init__(
@@ -253,30 +329,16 @@ class MadeAction(LastAction):
         instrument: str | None,
         risk_score: float,
         stale: bool,
-        size: float,
-        entry_price: float,
-        age_minutes: float,
-        unrealized_pnl: float | None,
-        price: float,
-        vol: float,
-        spread: float,
-        funding: float,
-        bid: float,
-        ask: float,
+        pos: PositionState,
+        market: MarketSnapshot,
         cfg: RiskConfig,
-        asset: str,
-        position_id: str,
         trigger: str,
         event_ts: int,
-        tick_ts: int,
-        position_ts: int,
         now_ms: int,
         due: int,
         policy: str | None = None,
         config_version: dict[str, int] | None = None,
-        position_ref: dict[str, Any] | None = None,
-        tick_lineage: Lineage = NO_LINEAGE,
-        estimated: list[str] | None = None,
+        topic: str = "",
     ) -> None:
         self.action = action
         self.hedge_pct = hedge_pct
@@ -284,72 +346,61 @@ class MadeAction(LastAction):
         self.risk_score = risk_score
         self.stale = stale
         self._data = None
-        self.size = size
-        self.entry_price = entry_price
-        self.age_minutes = age_minutes
-        self.unrealized_pnl = unrealized_pnl
-        self.price = price
-        self.vol = vol
-        self.spread = spread
-        self.funding = funding
-        self.bid = bid
-        self.ask = ask
+        self.pos = pos
+        self.market = market
         self.cfg = cfg
-        self.asset = asset
-        self.position_id = position_id
         self.trigger = trigger
         self.event_ts = event_ts
-        self.tick_ts = tick_ts
-        self.position_ts = position_ts
         self.now_ms = now_ms
         self.due = due
         self.policy = policy
         self.config_version = config_version
-        self.position_ref = position_ref
-        self.tick_lineage = tick_lineage
-        self.estimated = estimated
+        self.topic = topic
 
     @property
     def value(self) -> bytes:
         return orjson.dumps(self.record())
 
     def record(self) -> dict[str, Any]:
+        pos, m = self.pos, self.market
+        age = pos.age_minutes(self.event_ts)
         a = assess(
-            self.size,
-            self.entry_price,
-            self.age_minutes,
-            self.unrealized_pnl,
-            self.price,
-            self.vol,
-            self.spread,
-            self.funding,
-            self.bid,
-            self.ask,
+            pos.size,
+            pos.entry_price,
+            age,
+            pos.unrealized_pnl,
+            m.price,
+            m.vol,
+            m.spread,
+            m.funding,
+            m.bid,
+            m.ask,
             self.cfg,
-            self.asset,
+            pos.asset,
         )
         if self.policy is not None:
             apply_stale_policy(a, self.policy)
+        # Dicts of its own (not the snapshot's shared `refs`): the caller may change them.
         return action_record(
             a,
-            self.position_id,
-            self.asset,
+            pos.position_id,
+            pos.asset,
             self.trigger,
             self.event_ts,
-            self.tick_ts,
-            self.position_ts,
+            m.ts,
+            pos.ts,
             self.now_ms,
             self.stale,
             self.due,
             policy=self.policy,
             config_version=self.config_version,
-            position_ref=self.position_ref,
-            tick_lineage=self.tick_lineage,
-            age_minutes=self.age_minutes,
-            entry_price=self.entry_price,
-            unrealized_pnl=self.unrealized_pnl,
-            market=(self.vol, self.spread, self.funding, self.bid, self.ask),
-            estimated=self.estimated,
+            position_ref={"topic": self.topic, "partition": pos.partition, "offset": pos.offset},
+            tick_lineage=m.lineage,
+            age_minutes=age,
+            entry_price=pos.entry_price,
+            unrealized_pnl=pos.unrealized_pnl,
+            market=(m.vol, m.spread, m.funding, m.bid, m.ask),
+            estimated=list(m.estimated),
         )
 
 
@@ -370,32 +421,48 @@ class PositionState:
         "partition",
         "position_id",
         "size",
+        "timer_entry",
         "timer_seq",
         "ts",
         "unrealized_pnl",
     )
 
-    def __init__(self, position_id: str) -> None:
+    def __init__(
+        self,
+        position_id: str,
+        asset: str = "",
+        size: float = 0.0,
+        entry_price: float = 0.0,
+        ts: int = -1,
+        opened_at: int | None = None,
+        age_at_ts: float = 0.0,
+        unrealized_pnl: float | None = None,
+        partition: int = -1,
+        offset: int = -1,
+    ) -> None:
+        # The version's fields may be given here, each set once (a rebuild makes millions).
         self.position_id = position_id
-        self.asset = ""
-        self.size = 0.0
-        self.entry_price = 0.0
-        self.ts = -1
-        self.opened_at: int | None = None
-        self.age_at_ts = 0.0
-        self.unrealized_pnl: float | None = None
+        self.asset = asset
+        self.size = size
+        self.entry_price = entry_price
+        self.ts = ts
+        self.opened_at = opened_at
+        self.age_at_ts = age_at_ts
+        self.unrealized_pnl = unrealized_pnl
         self.config: RiskConfig | None = None  # None = the engine-wide config
         self.overrides: dict[str, object] | None = None
         #: Offsets of the risk-config scopes applied ({} or None: none).
         self.config_version: dict[str, int] | None = None
         #: Offset of the `positions` record it was read from (the action's lineage).
-        self.offset = -1
+        self.offset = offset
         #: The `positions` partition it was read from (-1: not from Kafka). Only the
         #: partition is kept of the record's lineage: it costs no memory of its own.
-        self.partition = -1
+        self.partition = partition
         self.last: LastAction | None = None
         self.next_due = -1  # event time of the next timer re-assessment; -1 = none
-        self.timer_seq = -1  # sequence number of that timer's heap entry (Timers)
+        self.timer_seq = -1  # sequence number of that timer (its order among equal dues)
+        #: The heap entry this timer tracks (`Timers`): due no later than `next_due`.
+        self.timer_entry: tuple[int, int, str] | None = None
 
     def age_minutes(self, at_ms: int) -> float:
         """Age at event time `at_ms`: from opened_at, else age as of ts plus the time since."""

@@ -1,20 +1,36 @@
 """Re-evaluation timers: one per position, in a heap, in event time.
 
-Rescheduling or cancelling does not search the heap: the position's own `next_due` and
-`timer_seq` are the truth, and a heap entry that disagrees with them is stale and skipped
-when popped. Both are checked: a position rescheduled to the same due time again has a
-stale entry with the same due and an earlier sequence number, which must neither fire
-nor decide the firing order (else the order of positions due at one instant would depend
-on whether a stale entry had been dropped already).
+A position's own `next_due` and `timer_seq` are the truth: its timer fires at `next_due`,
+and timers due at one instant fire in the order they were scheduled (`timer_seq`).
+
+The heap holds at most one entry a position tracks (`timer_entry`), whose key (due, seq)
+is never after the position's (next_due, timer_seq). Rescheduling to a later time (what
+every assessment does: the next re-evaluation moves on) pushes nothing: when the earlier
+entry comes up it is pushed again under the position's current key, which sorts where
+an entry pushed at scheduling would have, so the firing order is the same. Only a move
+to an earlier time pushes a new entry; the one it replaces is no longer tracked and is
+dropped when popped or compacted. So the heap holds about one entry per position, not
+one per assessment (docs/design.md D8).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from typing import Protocol
 
-#: live(due, seq, position_id): is this heap entry the position's current timer?
-Live = Callable[[int, int, str], bool]
+
+class TimerOwner(Protocol):
+    """What a timer reads and sets on its position (`PositionState`)."""
+
+    position_id: str
+    next_due: int
+    timer_seq: int
+    timer_entry: tuple[int, int, str] | None
+
+
+#: lookup(position_id): the position now holding that id, or None.
+Lookup = Callable[[str], TimerOwner | None]
 
 
 class Timers:
@@ -24,36 +40,77 @@ class Timers:
         self._heap: list[tuple[int, int, str]] = []
         self._seq = 0
 
-    def schedule(self, due_ms: int, position_id: str) -> int:
-        """Add a timer; returns its sequence number (the position keeps it)."""
+    def schedule(self, pos: TimerOwner, due_ms: int) -> None:
+        """Set `pos`'s timer to `due_ms` (replacing any other), after every timer already
+        scheduled at that time."""
         self._seq += 1
-        heapq.heappush(self._heap, (due_ms, self._seq, position_id))
-        return self._seq
+        seq = self._seq
+        pos.next_due = due_ms
+        pos.timer_seq = seq
+        entry = pos.timer_entry
+        if entry is None or due_ms < entry[0]:
+            entry = (due_ms, seq, pos.position_id)
+            heapq.heappush(self._heap, entry)
+            pos.timer_entry = entry
 
-    def pop_due(self, now_ms: int, live: Live) -> list[tuple[int, str]]:
-        """Every (due, position_id) with due <= now whose entry is still current, in order."""
+    def _settle(self, entry: tuple[int, int, str], lookup: Lookup) -> bool:
+        """`entry` was popped: True if its position's timer is due at it; else, when it
+        was the entry the position tracks and the timer moved later, push it again."""
+        due, seq, pid = entry
+        pos = lookup(pid)
+        if pos is None or pos.timer_entry is not entry:
+            return False  # superseded by an earlier entry, or the position is gone
+        pos.timer_entry = None
+        nd = pos.next_due
+        if nd < 0:
+            return False  # cancelled
+        if nd == due and pos.timer_seq == seq:
+            return True
+        moved = (nd, pos.timer_seq, pid)
+        heapq.heappush(self._heap, moved)
+        pos.timer_entry = moved
+        return False
+
+    def pop_due(self, now_ms: int, lookup: Lookup) -> list[tuple[int, str]]:
+        """Every (due, position_id) with due <= now whose timer is current, in order."""
         heap = self._heap
         fired: list[tuple[int, str]] = []
+        settle = self._settle
         while heap and heap[0][0] <= now_ms:
-            due, seq, pid = heapq.heappop(heap)
-            if live(due, seq, pid):
-                fired.append((due, pid))
+            entry = heapq.heappop(heap)
+            if settle(entry, lookup):
+                fired.append((entry[0], entry[2]))
         return fired
 
-    def next_due(self, live: Live) -> int | None:
-        """The earliest live due time, dropping stale entries on the way; None if none."""
+    def next_due(self, lookup: Lookup) -> int | None:
+        """The earliest due time of a current timer; None if none."""
         heap = self._heap
         while heap:
-            due, seq, pid = heap[0]
-            if live(due, seq, pid):
+            entry = heap[0]
+            due, seq, pid = entry
+            pos = lookup(pid)
+            if (
+                pos is not None
+                and pos.timer_entry is entry
+                and pos.next_due == due
+                and pos.timer_seq == seq
+            ):
                 return due
             heapq.heappop(heap)
+            # Not current: dropped, or pushed again under its position's later key.
+            self._settle(entry, lookup)
         return None
 
-    def compact(self, live: Live) -> None:
-        """Drop stale entries (call when the heap has grown well past the live timers)."""
-        self._heap = [e for e in self._heap if live(*e)]
-        heapq.heapify(self._heap)
+    def compact(self, lookup: Lookup) -> None:
+        """Drop the entries no position tracks (call when the heap has grown well past
+        the positions)."""
+        kept = []
+        for entry in self._heap:
+            pos = lookup(entry[2])
+            if pos is not None and pos.timer_entry is entry:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._heap = kept
 
     def __len__(self) -> int:
         return len(self._heap)

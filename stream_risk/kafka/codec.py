@@ -3,15 +3,20 @@ with a reason a person can act on; nothing here raises on input."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 from pydantic import ValidationError
 
 from stream_risk.config import SCOPE_FORMS, RiskConfigPatch, is_scope, patch_dict
 from stream_risk.engine.events import ConfigEvent, Lineage, PositionEvent, TickEvent
+from stream_risk.engine.record import ReadAction, read_action
 from stream_risk.models import MarketTick, PositionMessage
+
+#: Builds a named tuple from its fields without its Python `__new__` (half the cost: the
+#: common cases below make a Lineage and an event per record).
+_make = tuple.__new__
 
 #: A value larger than this is refused before parsing (DLQ'd as it is).
 MAX_VALUE_BYTES = 256 * 1024
@@ -108,12 +113,13 @@ def decode_position(rec: Record) -> PositionEvent | DeadLetter:
         except UnicodeDecodeError:
             pass
         else:
-            lin = Lineage(rec.topic, rec.partition, rec.offset, rec.timestamp)
+            ts = rec.timestamp
+            lin = _make(Lineage, (rec.topic, rec.partition, rec.offset, ts))
             try:
                 msg = _validate_position(value)
             except ValidationError as exc:
                 return DeadLetter(describe(exc, "position"), _classify(exc), lin, raw_key, value)
-            return PositionEvent(key, msg, rec.timestamp, lin)
+            return _make(PositionEvent, (key, msg, ts, lin))
     key_or_dead = _decode_key(rec)
     if isinstance(key_or_dead, DeadLetter):
         return key_or_dead
@@ -139,6 +145,33 @@ def decode_position(rec: Record) -> PositionEvent | DeadLetter:
     return PositionEvent(key, msg, rec.timestamp, lin)
 
 
+def decode_position_rows(
+    records: Iterable[Record], dead: list[DeadLetter]
+) -> list[tuple[str, PositionMessage | None, int, int]]:
+    """`decode_position` for a batch of one partition's records, decoded to the rows
+    `Engine.load_rows` takes (key, message, offset, record timestamp) instead of events;
+    every record `decode_position` refuses goes to `dead`, as it would."""
+    rows: list[tuple[str, PositionMessage | None, int, int]] = []
+    append = rows.append
+    validate = PositionMessage.__pydantic_validator__.validate_json
+    for rec in records:
+        raw_key, value = rec.key, rec.value
+        if value is not None and raw_key is not None and len(value) <= MAX_VALUE_BYTES:
+            # The common case inline (see decode_position); anything unusual takes it.
+            try:
+                key = raw_key.decode()
+                append((key, validate(value), rec.offset, rec.timestamp))
+                continue
+            except (UnicodeDecodeError, ValidationError):
+                pass
+        ev = decode_position(rec)
+        if isinstance(ev, DeadLetter):
+            dead.append(ev)
+        else:
+            append((ev.position_id, ev.message, rec.offset, rec.timestamp))
+    return rows
+
+
 def decode_tick(rec: Record) -> TickEvent | DeadLetter:
     raw_key, value = rec.key, rec.value
     if value is not None and raw_key is not None and len(value) <= MAX_VALUE_BYTES:
@@ -148,14 +181,14 @@ def decode_tick(rec: Record) -> TickEvent | DeadLetter:
         except UnicodeDecodeError:
             pass
         else:
-            lin = Lineage(rec.topic, rec.partition, rec.offset, rec.timestamp)
+            lin = _make(Lineage, (rec.topic, rec.partition, rec.offset, rec.timestamp))
             try:
                 tick = _validate_tick(value)
             except ValidationError as exc:
                 return DeadLetter(describe(exc, "market tick"), _classify(exc), lin, raw_key, value)
             if key and key != tick.asset:
                 return _tick_key_mismatch(key, tick, lin, raw_key, value)
-            return TickEvent(tick, lin)
+            return _make(TickEvent, (tick, lin))
     key_or_dead = _decode_key(rec)
     if isinstance(key_or_dead, DeadLetter):
         return key_or_dead
@@ -199,15 +232,12 @@ def _validate_position(value: bytes) -> PositionMessage:
     return msg
 
 
-def decode_action(value: bytes | None) -> dict[str, Any] | None:
-    """A `risk-actions` value read back on rebuild (None for a tombstone or unreadable)."""
+def decode_action(value: bytes | None) -> ReadAction | None:
+    """A `risk-actions` value read back on rebuild, decoded once: its bytes (kept as read)
+    and the fields the engine compares (None for a tombstone or an unreadable record)."""
     if value is None:
         return None
-    try:
-        out = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    return out if isinstance(out, dict) else None
+    return read_action(value)
 
 
 def decode_config(rec: Record, headers: Any = ()) -> ConfigEvent | DeadLetter:

@@ -17,10 +17,12 @@ Everything else is a *quiet* assessment: assessed, suppressed, timer moved. The 
 itself — the same `Engine` — processes every interesting point in event-time order, with
 the same `step` / `fire_timers` calls as the scalar schedule, so every published record
 is made by the core. Before each, the quiet assessments since the last one are applied to
-the engine's state in bulk, exactly as the scalar path would have left it: each market at
-its last tick, each position's next re-evaluation (scheduled in the order the scalar path
-scheduled them, so timers due at the same instant fire in the same order), and the
-counters (assessments, suppressed, duplicate ticks).
+the engine in bulk, through its public API, exactly as the scalar path would have left it:
+each market at its last tick (`Engine.apply_market`, duplicate ticks counted), each quiet
+assessment counted and its re-evaluation due (`Engine.assess_quietly`), scheduled
+(`Engine.schedule`) in the order the scalar path scheduled them, so timers due at the same
+instant fire in the same order. Which tick would publish is the core's rule
+(`record.should_emit`), its two halves evaluated over arrays.
 
 Under `--emit all` every assessment is published, so there is nothing to skip: that runs
 the scalar schedule. A rare case the bulk step does not model (a position re-assessed while
@@ -34,15 +36,17 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from stream_risk.assessor import PERP_LONG, PERP_SHORT, SPOT_BUY, SPOT_SELL, assess
+from stream_risk.assessor import PERP_LONG, PERP_SHORT, SPOT_BUY, SPOT_SELL
 from stream_risk.config import RiskConfig
 from stream_risk.engine import Engine
-from stream_risk.engine.events import NO_LINEAGE, Event
-from stream_risk.engine.table import MarketState, PositionState
+from stream_risk.engine.events import Event
+from stream_risk.engine.record import advice_differs, score_moved
+from stream_risk.engine.table import PositionState
 from stream_risk.replay.runner import Progress, Sink, Timeline, finish
 from stream_risk.rules import RANK, hedge_fractions, thresholds
 
@@ -253,41 +257,30 @@ class _Asset:
         """First distinct index with time >= t."""
         return int(np.searchsorted(self.gts, t, "left"))
 
-    def set_market(self, engine: Engine, k: int) -> None:
-        """The engine's market of this asset as after its tick at distinct index k."""
-        markets = engine.table.markets
-        m = markets.get(self.name)
-        if m is None:
-            cfg = engine.config
-            m = markets[self.name] = MarketState(self.name, cfg.market_defaults, cfg.vol)
-        t = int(self.gts[k])
-        given = int(self.given[k])
-        est = m.vol_state
-        if est is not None:
-            if given & 1:
-                m.vol_state = None  # the data's vol wins from its first value on
-            else:
-                # The ticks the engine has not seen since its estimate's latest time, in
-                # order, through the same estimator: its state as after tick k.
-                lo = int(np.searchsorted(self.all_ts, est.t, "right"))
-                hi = int(np.searchsorted(self.all_ts, t, "right"))
-                update = est.update
-                for ts_i, p_i in zip(
-                    self.all_ts[lo:hi].tolist(), self.all_price[lo:hi].tolist(), strict=True
-                ):
-                    update(ts_i, p_i)
-        m.given = given
-        m.ts = t
-        m.current_price = float(self.price[k])
+    def set_market(self, engine: Engine, k: int, duplicates: int = 0) -> None:
+        """The engine's market of this asset as after its tick at distinct index k
+        (`Engine.apply_market`); `duplicates` of the ticks skipped were duplicates."""
         vol = float(self.vol[k])
-        if vol == vol:
-            m.volatility_1d = vol
-        m.spot_spread_bps = float(self.spread[k])
-        m.perp_funding_rate = float(self.funding[k])
-        m.bid_depth_usd = float(self.bid[k])
-        m.ask_depth_usd = float(self.ask[k])
-        m.lineage = NO_LINEAGE
-        m.invalidate()
+        engine.apply_market(
+            self.name,
+            int(self.gts[k]),
+            float(self.price[k]),
+            vol if vol == vol else None,
+            float(self.spread[k]),
+            float(self.funding[k]),
+            float(self.bid[k]),
+            float(self.ask[k]),
+            int(self.given[k]),
+            self.history,
+            duplicates,
+        )
+
+    def history(self, after: int, upto: int) -> list[tuple[int, float]]:
+        """(ts, price) of every tick of the asset with after < ts <= upto, in order (what
+        the engine's vol estimate would have been fed tick by tick)."""
+        lo = int(np.searchsorted(self.all_ts, after, "right"))
+        hi = int(np.searchsorted(self.all_ts, upto, "right"))
+        return list(zip(self.all_ts[lo:hi].tolist(), self.all_price[lo:hi].tolist(), strict=True))
 
 
 # ---------------------------------------------------------------------- per-position scan
@@ -392,25 +385,20 @@ class _Scan:
             return None
         assert a is not None
         last = pos.last
-        if last is None or last.stale:
-            return first_t  # a first assessment, or a stale flag to clear: published
-        cfg = self.cfg
-        hp_table = np.array(
-            (
-                0.0,
-                cfg.reduce_pct,
-                cfg.hedge_partial_pct,
-                cfg.hedge_full_pct,
-                cfg.liquidate_hedge_pct,
-            )
-        )
-        differs = (
-            (RANK[last.action] != _COMBO_ACTION)
-            | (hp_table[_COMBO_ACTION] != last.hedge_pct)
-            | (_INSTR_CODE[last.instrument] != _COMBO_INSTR)
+        if last is None:
+            return first_t  # a first assessment: published (`should_emit`)
+        # The tick rule (`record.advice_differs` | `record.score_moved`), over every
+        # (action, instrument) combination once and over the scores of a run of ticks: a
+        # tick at its own time is never stale, so a stale last action differs at once.
+        differs = advice_differs(
+            _Coded(RANK[last.action], last.hedge_pct, _INSTR_CODE[last.instrument], last.stale),
+            _COMBO_ACTION,
+            np.array(hedge_fractions(self.cfg))[_COMBO_ACTION],
+            _COMBO_INSTR,
+            False,
         )
         ref_score = last.risk_score
-        limit = points - _EPS
+        limit = points - _EPS  # a margin: predicting too many is only slower
         while k < self.kend:
             if not (self.w0 <= k < self.w1):
                 self._compute(k)
@@ -424,7 +412,7 @@ class _Scan:
                 hit = (
                     ((flags & _INTERESTING) != 0)
                     | differs[self.combo[s]]
-                    | (np.abs(self.score[s] - ref_score) >= limit)
+                    | score_moved(ref_score, self.score[s], limit)
                 )
                 gap = (flags & _GAP) != 0
                 any_hit = bool(hit.any())
@@ -440,6 +428,15 @@ class _Scan:
                 step *= 4
             k = self.w1
         return None
+
+
+class _Coded(NamedTuple):
+    """A last published action with its action and instrument as the fast path's codes."""
+
+    action: int
+    hedge_pct: float
+    instrument: int
+    stale: bool
 
 
 class _Fallback(Exception):
@@ -581,7 +578,6 @@ class _FastRun:
     def _sync(self, t: int, extra: set[str] | None = None, every_asset: bool = False) -> None:
         """Apply the quiet ticks before `t` to the engine (see the module doc)."""
         engine = self.engine
-        stats = engine.stats
         by_asset = engine.table.by_asset
         names: set[str] | list[str]
         if every_asset:
@@ -591,6 +587,7 @@ class _FastRun:
             if extra:
                 names |= {n for n in extra if n in self.assets}
         dirty: list[tuple[int, int, PositionState, int]] = []
+        positions = engine.table.positions
         for name in names:
             a = self.assets[name]
             k0 = a.cursor
@@ -599,38 +596,16 @@ class _FastRun:
                 continue
             a.cursor = k1
             k = k1 - 1
-            a.set_market(engine, k)
-            stats.duplicate_ticks += int(a.dupc[k1] - a.dupc[k0])
+            a.set_market(engine, k, int(a.dupc[k1] - a.dupc[k0]))
             pids = by_asset.get(name)
             if not pids:
                 continue
             n = k1 - k0
             t_last = int(a.gts[k])
             first_row = int(a.first_row[k])
-            market = engine.table.markets[name]
             for idx, pid in enumerate(pids):
-                pos = engine.table.positions[pid]
-                cfg = self._cfg(pos)
-                vol = market.volatility_1d
-                spread = market.spot_spread_bps
-                assert vol is not None and spread is not None  # quiet ticks are complete
-                re_eval = assess(
-                    pos.size,
-                    pos.entry_price,
-                    pos.age_minutes(t_last),
-                    pos.unrealized_pnl,
-                    market.current_price,
-                    vol,
-                    spread,
-                    market.perp_funding_rate,
-                    market.bid_depth_usd,
-                    market.ask_depth_usd,
-                    cfg,
-                    name,
-                ).re_evaluate_minutes
-                stats.assessments += n
-                stats.suppressed += n
-                dirty.append((first_row, idx, pos, t_last + re_eval * _MIN))
+                due = engine.assess_quietly(pid, t_last, n)
+                dirty.append((first_row, idx, positions[pid], due))
         if dirty:
             dirty.sort(key=lambda d: (d[0], d[1]))
             for _, _, pos, due in dirty:

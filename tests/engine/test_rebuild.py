@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from stream_risk.engine import Engine, PositionEvent
@@ -239,3 +240,225 @@ def test_a_partition_reassigned_after_a_drop_rebuilds_cleanly() -> None:
     v = only(engine.settle(1, T0))  # nothing restored: assessed and published again
     assert v["next_evaluation_ts"] == T0 + 60 * MIN
     assert len(engine.fire_timers(T0 + 60 * MIN).outputs) == 1  # once, not twice
+
+
+class _PlainLoad(Engine):
+    """`load` as the live path's rule for every record (what the inline load replaces)."""
+
+    def load(self, events: Any, now_ms: int | None = None) -> list[Any]:
+        from stream_risk.engine import StepResult
+
+        res = StepResult()
+        for ev in events:
+            self._apply_position(ev, now_ms, {}, res, rebuilding=True)
+        return res.rejected
+
+
+def _table(engine: Engine) -> list[tuple[Any, ...]]:
+    return [
+        (
+            pid,
+            p.asset,
+            p.size,
+            p.entry_price,
+            p.ts,
+            p.opened_at,
+            p.age_at_ts,
+            p.unrealized_pnl,
+            p.config,
+            p.overrides,
+            p.config_version,
+            p.partition,
+            p.offset,
+        )
+        for pid, p in engine.table.positions.items()
+    ]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_inline_load_equals_the_live_rule_record_by_record(seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    events: list[PositionEvent] = []
+    for off in range(120):
+        pid = f"p{rnd.randrange(8)}"
+        r = rnd.random()
+        if r < 0.1:
+            events.append(close(pid, partition=rnd.randrange(3), offset=off))
+            continue
+        events.append(
+            position(
+                pid,
+                rnd.choice(("BTC", "ETH")),
+                size=rnd.choice((1.0, 2.0, -3.0)),
+                ts=T0 + rnd.choice((-2000, -1000, 0, 0, 10 * MIN)),  # some ahead of now
+                age=rnd.choice((None, 30.0)),
+                opened_at=rnd.choice((None, T0 - 90 * MIN)),
+                config=rnd.choice((None, None, {"max_loss_pct": 0.03})),
+                key=rnd.choice((None, None, None, "other")),
+                partition=rnd.randrange(3),
+                offset=off,
+            )
+        )
+    now = rnd.choice((None, T0))
+    fast, plain = Engine(), _PlainLoad()
+    for e in (fast, plain):
+        if seed % 3 == 0:  # a config scope in force: every record takes the full rule
+            e.step([], T0)
+            e.scopes["global"] = ({"max_hold_minutes": 240.0}, 1)
+    got = [(r.reason, r.lineage) for r in fast.load(events, now)]
+    want = [(r.reason, r.lineage) for r in plain.load(events, now)]
+    assert got == want
+    assert _table(fast) == _table(plain)
+    assert index_of(fast) == index_of(plain)
+    assert fast.stats == plain.stats
+
+
+class _Rec:
+    """A `risk-actions` record as aiokafka gives it (key and value bytes)."""
+
+    def __init__(self, key: bytes | None, value: bytes | None) -> None:
+        self.key = key
+        self.value = value
+
+
+def test_restore_batch_gives_the_table_the_records_one_by_one_give() -> None:
+    from stream_risk.kafka.codec import decode_action
+
+    first = published([position("p1", partition=2), position("p2", size=-4.0, partition=2)])
+    b1 = orjson.dumps(first["p1"])
+    # p2 as another producer might have written it: the same object, other whitespace.
+    b2 = b"{ " + orjson.dumps(first["p2"])[1:]
+    records = [
+        _Rec(b"p1", b"not json"),  # unreadable: nothing restored
+        _Rec(b"p2", b2),
+        _Rec(None, b1),  # no key: skipped
+        _Rec(b"p3", b1),
+        _Rec(b"p3", None),  # closed since
+        _Rec(b"p1", b1),
+    ]
+    one, batch = Engine(), Engine()
+    for e in (one, batch):
+        e.step([tick()], T0 + 1000)
+        e.load([position("p1", partition=2), position("p2", size=-4.0, partition=2)])
+    for r in records:
+        if r.key is not None:
+            one.restore(2, r.key.decode(), decode_action(r.value))
+    batch.restore_batch(2, records)
+    a, b = one.settle(2, T0 + 1000), batch.settle(2, T0 + 1000)
+    assert a.outputs == b.outputs == []  # both kept as published: nothing to say
+    for e in (one, batch):
+        last1 = e.table.positions["p1"].last
+        last2 = e.table.positions["p2"].last
+        assert last1 is not None and last2 is not None
+        # The bytes as read, not encoded again.
+        assert last1.value == b1 and last2.value == b2
+        assert (last1.action, last1.hedge_pct, last1.instrument) == (
+            "HEDGE_PARTIAL",
+            0.5,
+            "perp_short",
+        )
+        assert last1.risk_score == approx(48.82)
+        assert last2.record() == first["p2"]
+    assert one.next_due() == batch.next_due() == T0 + 60 * MIN
+
+
+def test_decode_action_reads_the_fields_and_keeps_the_bytes() -> None:
+    from stream_risk.kafka.codec import decode_action
+
+    raw = (
+        b'{"action": "REDUCE", "hedge_pct": 0.25, "risk_score": 36.5,'
+        b' "suggested_hedge": {"instrument": "spot_sell"}, "stale_market_data": true,'
+        b' "next_evaluation_ts": 7, "position_ts": 5, "tick_ts": 6,'
+        b' "config_version": {"global": 3}}'
+    )
+    read = decode_action(raw)
+    assert read is not None
+    assert read.value is raw
+    assert (read.action, read.hedge_pct, read.instrument, read.risk_score, read.stale) == (
+        "REDUCE",
+        0.25,
+        "spot_sell",
+        36.5,
+        True,
+    )
+    assert (read.next_due, read.position_ts, read.tick_ts) == (7, 5, 6)
+    assert read.config_version == {"global": 3}
+    assert decode_action(None) is None
+    assert decode_action(b"[1, 2]") is None
+    assert decode_action(b'{"hedge_pct": "half"}') is None
+
+
+class _PosRec:
+    """A `positions` record as aiokafka gives it."""
+
+    def __init__(self, offset: int, key: bytes | None, value: bytes | None, ts: int) -> None:
+        self.topic = "positions"
+        self.partition = 4
+        self.offset = offset
+        self.timestamp = ts
+        self.key = key
+        self.value = value
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_load_rows_gives_the_table_and_dead_letters_load_gives(seed: int) -> None:
+    import random
+
+    from stream_risk.kafka.codec import DeadLetter, decode_position, decode_position_rows
+
+    rnd = random.Random(seed)
+    records = []
+    for off in range(150):
+        pid = f"p{rnd.randrange(10)}"
+        body: dict[str, Any] = {
+            "position_id": pid,
+            "asset": rnd.choice(("BTC", "ETH")),
+            "size": rnd.choice((1.0, -2.5, 0.0)),
+            "entry_price": rnd.choice((100.0, 101.5)),
+            "ts": T0 + rnd.choice((-1000, 0, 0, 10 * MIN)),
+            "age_minutes": 30.0,
+        }
+        r = rnd.random()
+        if r < 0.05:
+            body["config"] = {"max_loss_pct": 0.03}
+        elif r < 0.1:
+            body["size"] = "ten"  # invalid: a dead letter
+        elif r < 0.13:
+            del body["ts"]  # the record's timestamp stands in
+        key: bytes | None = pid.encode()
+        value: bytes | None = orjson.dumps(body)
+        r = rnd.random()
+        if r < 0.08:
+            value = None  # a close
+        elif r < 0.11:
+            key = b"other"  # disagrees with the body
+        elif r < 0.13:
+            key = b"\xff"  # not UTF-8
+        elif r < 0.15:
+            value = b"{not json"
+        records.append(_PosRec(off, key, value, T0 - 500))
+    now = rnd.choice((None, T0))
+
+    one, rows_engine = Engine(), Engine()
+    dead_one: list[DeadLetter] = []
+    events = []
+    for rec in records:
+        ev = decode_position(rec)
+        if isinstance(ev, DeadLetter):
+            dead_one.append(ev)
+        else:
+            events.append(ev)
+    rej_one = one.load(events, now)
+
+    dead_rows: list[DeadLetter] = []
+    rows = decode_position_rows(records, dead_rows)
+    rej_rows = rows_engine.load_rows("positions", 4, rows, now)
+
+    assert dead_rows == dead_one
+    assert [(r.reason, r.lineage) for r in rej_rows] == [(r.reason, r.lineage) for r in rej_one]
+    assert _table(rows_engine) == _table(one)
+    assert index_of(rows_engine) == index_of(one)
+    assert rows_engine.stats == one.stats
+    assert rows_engine._pos_topic == one._pos_topic

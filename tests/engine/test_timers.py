@@ -201,3 +201,60 @@ def test_a_long_overdue_timer_fires_once_as_of_now_less_the_lateness_bound() -> 
     assert v["next_evaluation_ts"] == as_of + 15 * MIN
     assert engine.fire_timers(now).assessments == 0
     assert engine.next_due() == as_of + 15 * MIN
+
+
+class _Pos:
+    """A position as the timers see it."""
+
+    def __init__(self, pid: str) -> None:
+        self.position_id = pid
+        self.next_due = -1
+        self.timer_seq = -1
+        self.timer_entry: tuple[int, int, str] | None = None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_lazy_rescheduling_fires_as_one_entry_per_schedule_would(seed: int) -> None:
+    """Timers push nothing when a timer moves later; the firing order must still be the
+    order of (due, order of scheduling) over the timers current when they come due."""
+    import random
+
+    from stream_risk.engine.timers import Timers
+
+    rnd = random.Random(seed)
+    timers = Timers()
+    positions: dict[str, _Pos] = {}
+    # The reference: each id's current (due, order scheduled), kept apart from the timers.
+    current: dict[str, tuple[int, int]] = {}
+    order = 0
+    now = 0
+    for _ in range(400):
+        r = rnd.random()
+        pid = f"p{rnd.randrange(12)}"
+        if r < 0.55:
+            pos = positions.setdefault(pid, _Pos(pid))
+            due = now + rnd.choice((1, 2, 3, 5, 8, 13)) * 10
+            order += 1
+            timers.schedule(pos, due)
+            current[pid] = (due, order)
+        elif r < 0.65 and pid in positions:
+            positions[pid].next_due = -1  # cancelled (as the engine does)
+            current.pop(pid, None)
+        elif r < 0.72 and pid in positions:
+            del positions[pid]  # closed: a new position may take the id again
+            current.pop(pid, None)
+        elif r < 0.8:
+            expected = min((d for d, _ in current.values()), default=None)
+            assert timers.next_due(positions.get) == expected
+        else:
+            now += rnd.choice((5, 10, 30))
+            want = sorted((d, o, p) for p, (d, o) in current.items() if d <= now)
+            got = timers.pop_due(now, positions.get)
+            assert got == [(d, p) for d, _, p in want]
+            for _, _, p in want:
+                positions[p].next_due = -1  # fired: its assessment reschedules it, or not
+                del current[p]
+        if rnd.random() < 0.05:
+            timers.compact(positions.get)
+        # About one entry per position: never more than one per schedule.
+        assert len(timers) <= order
