@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy stream_risk
+	$(BIN)/mypy stream_risk tests
 
 # The dashboard's browser test drives Debian's chromium headless: install it where missing
 # (apt-get as root, else sudo). Other systems: put chromium, chromium-browser or

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream_risk.assessor import ACTIONS, assess
-from stream_risk.config import DEFAULT_CONFIG, RiskConfig
+from stream_risk.config import DEFAULT_CONFIG, RiskConfig, RiskConfigPatch
 from stream_risk.engine import Engine, EngineConfig
 from stream_risk.models import PositionMessage
 from stream_risk.replay import fastpath
@@ -139,7 +139,11 @@ def history(seed: int, n: int = 1500, gaps: float = 0.03, calm: bool = False) ->
         if rng.random() < 0.15:
             recs.append(PositionRecord(pid, asset, at, None))
             continue
-        cfg = {"max_hold_minutes": 120, "max_hedge_cost_bps": 30} if rng.random() < 0.3 else None
+        cfg = (
+            RiskConfigPatch(max_hold_minutes=120, max_hedge_cost_bps=30)
+            if rng.random() < 0.3
+            else None
+        )
         msg = PositionMessage(
             position_id=pid,
             asset=asset,
@@ -318,7 +322,7 @@ def test_property_fast_equals_scalar(ticks: list[Any], positions: list[Any]) -> 
             entry_price=50.0,
             ts=at,
             age_minutes=30.0,
-            config={"max_hold_minutes": 60} if cfg else None,
+            config=RiskConfigPatch(max_hold_minutes=60) if cfg else None,
         )
         recs.append(PositionRecord(f"p{pid}", name, at, msg))
     tl = Timeline(data, recs, until=t + 500 * MIN)
