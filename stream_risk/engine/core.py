@@ -812,7 +812,20 @@ class Engine:
             refs[2],
         )
         stats.published += 1
-        res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))
+        res.outputs.append(
+            Output(
+                pos.position_id,
+                value,
+                market.lineage,
+                data,
+                pos.partition,
+                value["action"],
+                pos.asset,
+                value["risk_score"],
+                value["reason_code"],
+                trigger,
+            )
+        )
 
 
 def _waiting_detail(asset: str, market: MarketState | None) -> dict[str, Any] | None:

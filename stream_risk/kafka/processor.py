@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from prometheus_client import CollectorRegistry
 
-from stream_risk import alerts as alerting
+from stream_risk import alerting
 from stream_risk.engine import Engine, EngineConfig, PositionEvent, StepResult, TickEvent
 from stream_risk.engine.events import Event, Lineage, Output, Rejected
 from stream_risk.kafka import topics as topic_admin
@@ -54,6 +54,7 @@ from stream_risk.kafka.reader import read_to_end
 from stream_risk.metrics import EngineView, Metrics
 from stream_risk.settings import COMPRESSION_CODECS, DEFAULT_COMPRESSION, ConfigError
 from stream_risk.state import SidecarState
+from stream_risk.webhook import WebhookSender
 
 log = logging.getLogger("stream_risk.engine")
 
@@ -207,7 +208,7 @@ class StreamProcessor(SidecarState):
         self._config_caught_up = False
         self.alerts = alerting.AlertTracker()
         self.recent_alerts: deque[alerting.Alert] = deque(maxlen=100)
-        self._webhook: alerting.WebhookSender | None = None
+        self._webhook: WebhookSender | None = None
         self._dlq_times: deque[float] = deque()
         #: risk-config records dead-lettered (stream_risk_config_changes_total{rejected}).
         self._config_rejected = 0
@@ -326,7 +327,7 @@ class StreamProcessor(SidecarState):
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         if cfg.alert_webhook:
             m = self.metrics
-            self._webhook = alerting.WebhookSender(
+            self._webhook = WebhookSender(
                 cfg.alert_webhook,
                 timeout_s=cfg.alert_webhook_timeout_s,
                 attempts=cfg.alert_webhook_attempts,
@@ -744,40 +745,16 @@ class StreamProcessor(SidecarState):
         m = self.metrics
         by_action: Counter[str] = Counter()
         observe = m.tick_to_action_seconds.observe
-        tracker = self.alerts
-        active = tracker.active
-        fired: list[alerting.Alert] = []
         for out in res.outputs:
-            value = out.value
-            key = "liquidate:position:" + out.position_id
-            if value is None:
+            action = out.action
+            if action is None:
                 by_action["TOMBSTONE"] += 1
-                if key in active:
-                    a = tracker.observe(alerting.LIQUIDATE, key, False, {"closed": True}, now)
-                    if a is not None:
-                        fired.append(a)
                 continue
-            action = value["action"]
             by_action[action] += 1
-            if (action == "LIQUIDATE") != (key in active):
-                a = tracker.observe(
-                    alerting.LIQUIDATE,
-                    key,
-                    action == "LIQUIDATE",
-                    {
-                        "position_id": out.position_id,
-                        "asset": value["asset"],
-                        "action": action,
-                        "risk_score": value["risk_score"],
-                        "reason_code": value["reason_code"],
-                    },
-                    now,
-                )
-                if a is not None:
-                    fired.append(a)
             ts = out.tick_lineage.timestamp_ms
-            if ts > 0 and value["trigger"] == "tick":
+            if ts > 0 and out.trigger == "tick":
                 observe(max(0.0, (now - ts) / 1000))
+        fired = alerting.liquidate_transitions(self.alerts, res.outputs, now)
         children = self._published_children
         for action, n in by_action.items():
             child = children.get(action)
@@ -958,37 +935,28 @@ class StreamProcessor(SidecarState):
         check (published). Cheap when no limit is set: no exposure is computed then."""
         now = wall_ms() if now_ms is None else now_ms
         tracker = self.alerts
-        out: list[alerting.Alert] = []
         engine = self.engine
-        if engine.limits() or any(k == alerting.EXPOSURE_LIMIT for k, _ in tracker.active.values()):
-            view = engine.book_exposure()
-            breaches = {f"limit:{b['scope']}:{b['limit']}": b for b in view["breaches"]}
-            out += tracker.sync(alerting.EXPOSURE_LIMIT, breaches, now)
-        max_age = engine.config.max_tick_age_ms
-        stale = {}
-        for asset in engine.table.by_asset:
-            market = engine.table.markets.get(asset)
-            if market is not None and market.ts >= 0 and now - market.ts > max_age:
-                stale["stale:asset:" + asset] = {
-                    "asset": asset,
-                    "tick_ts": market.ts,
-                    "max_tick_age_ms": max_age,
-                }
-        out += tracker.sync(alerting.STALE, stale, now)
+        breaches = None
+        if engine.limits() or tracker.has_kind(alerting.EXPOSURE_LIMIT):
+            breaches = engine.book_exposure()["breaches"]
+        markets = engine.table.markets
+        market_ts = [
+            (asset, market.ts)
+            for asset in engine.table.by_asset
+            if (market := markets.get(asset)) is not None
+        ]
         cutoff = time.monotonic() - 60.0
         times = self._dlq_times
         while times and times[0] < cutoff:
             times.popleft()
-        limit = self.cfg.alert_dlq_per_minute
-        a = tracker.observe(
-            alerting.DLQ_RATE,
-            "dlq_rate",
-            len(times) > limit,
-            {"dlq_last_minute": len(times), "threshold_per_minute": limit},
-            now,
+        out = alerting.limit_transitions(
+            tracker,
+            breaches=breaches,
+            stale=alerting.stale_markets(market_ts, now, engine.config.max_tick_age_ms),
+            dlq_last_minute=len(times),
+            dlq_per_minute=self.cfg.alert_dlq_per_minute,
+            now_ms=now,
         )
-        if a is not None:
-            out.append(a)
         if out:
             self._emit_alerts(out)
         return out
