@@ -68,8 +68,8 @@ from bench._common import (
     wall_ms,
 )
 from stream_risk.engine import EngineConfig
+from stream_risk.kafka.app import ProcessorConfig, StreamProcessor
 from stream_risk.kafka.embedded import free_port
-from stream_risk.kafka.processor import ProcessorConfig, StreamProcessor
 from stream_risk.kafka.reader import read_to_end
 from stream_risk.kafka.topics import TopicNames
 from stream_risk.metrics import Metrics

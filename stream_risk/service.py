@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from stream_risk.engine import EngineConfig
-from stream_risk.kafka.processor import ProcessorConfig, StreamProcessor
+from stream_risk.kafka.app import ProcessorConfig, StreamProcessor
 from stream_risk.kafka.topics import MissingTopicsError
 from stream_risk.metrics import Metrics
 from stream_risk.settings import Settings

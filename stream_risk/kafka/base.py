@@ -1,0 +1,97 @@
+"""`ShellState`: the processor's state and the helpers its parts share.
+
+`StreamProcessor` (kafka/app.py) is made of `RecoveryMixin` (kafka/recovery.py) and
+`HealthMixin` (kafka/health.py) over this base, with a `Publisher` (kafka/publisher.py)
+for everything it produces. The attributes are set in `StreamProcessor.__init__`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream_risk.engine import Engine
+from stream_risk.engine.events import Event
+from stream_risk.kafka.clients import Clients
+from stream_risk.kafka.codec import DeadLetter, decode_config, decode_position, decode_tick
+from stream_risk.kafka.config import ProcessorConfig
+from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker
+from stream_risk.kafka.publisher import Publisher
+from stream_risk.metrics import Metrics
+
+log = logging.getLogger("stream_risk.engine")
+
+
+class ShellState:
+    """State shared by the parts of the processor (see the module doc)."""
+
+    cfg: ProcessorConfig
+    engine: Engine
+    metrics: Metrics
+    clients: Clients
+    publisher: Publisher
+    unreadable: UnreadableTracker
+    _guards: dict[str, GuardedFetch]
+    _lock: asyncio.Lock
+    _ticks: AIOKafkaConsumer | None
+    _positions: AIOKafkaConsumer | None
+    _config: AIOKafkaConsumer | None
+    #: Assigned positions partitions awaiting rebuild.
+    _pending: set[int]
+    #: Rebuilt positions partition -> next offset to process.
+    _live: dict[int, int]
+    #: Revoked partitions whose state is kept until the next assignment.
+    _held: dict[int, int]
+    #: Ticks partition -> next offset to process.
+    _tick_next: dict[int, int]
+    _config_topic: str | None
+    _config_caught_up: bool
+    _ticks_caught_up: bool
+    _joined: bool
+    _connected: bool
+    _missing_topics: list[str]
+
+    def _guard(self, name: str, consumer: AIOKafkaConsumer) -> GuardedFetch:
+        guard = self._guards[name] = GuardedFetch(consumer, self.unreadable)
+        return guard
+
+    def _decode(
+        self, records: Sequence[ConsumerRecord[Any, Any]], is_tick: bool, dead: list[DeadLetter]
+    ) -> list[Event]:
+        out: list[Event] = []
+        topic = self.cfg.ticks_topic if is_tick else self.cfg.positions_topic
+        self.metrics.records_consumed.labels(topic=topic).inc(len(records))
+        decode = decode_tick if is_tick else decode_position
+        for rec in records:
+            ev = decode(rec)
+            if isinstance(ev, DeadLetter):
+                dead.append(ev)
+            else:
+                out.append(ev)
+        return out
+
+    def _decode_config(self, records: Sequence[Any], dead: list[DeadLetter]) -> list[Event]:
+        out: list[Event] = []
+        if self._config_topic is not None:
+            self.metrics.records_consumed.labels(topic=self._config_topic).inc(len(records))
+        for rec in records:
+            ev = decode_config(rec, rec.headers)
+            if isinstance(ev, DeadLetter):
+                dead.append(ev)
+            else:
+                out.append(ev)
+        return out
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets or self._positions is None:
+            return
+        try:
+            await self._positions.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance is under way: the new owner re-reads from the last commit.
+            log.warning("commit failed (records will be re-read by their owner): %s", exc)
