@@ -7,8 +7,9 @@
    settled. Its tick consumer is then paused while N ticks (price random walks, every 10th
    tick also carrying vol and spread) are pushed to `market-ticks` as fast as the broker
    takes them; on resume the engine works through the backlog: ticks/s consumed and
-   actions/s acknowledged, from the resume to the moment the step holding the last tick
-   has published (its actions acknowledged). Twice: the default `changed` emission, and
+   actions/s acknowledged, from the resume to the end of a checkpoint after the step
+   holding the last tick (every action acknowledged, offsets committed). Twice: the default
+   `changed` emission, and
    `all` (every assessment published: the stress case). Baseline, on the same broker, the
    same ticks (the same backlog, re-read from the same offsets) and the same `risk-actions`
    topic: an aiokafka consume -> produce passthrough, `getmany(10,000)` and one record out
@@ -298,11 +299,12 @@ async def _engine_backlog(
             "the backlog to be consumed",
             every=0.002,
         )
-        # The step holding the last ticks runs under the lock until its actions are acked.
-        async with proc._lock:
-            elapsed = time.perf_counter() - t_start
-            cpu = time.process_time() - cpu0
-            profiler.stop()
+        # The step holding the last ticks has produced; a checkpoint awaits every ack (and
+        # commits): the end of the window.
+        await proc.checkpoint()
+        elapsed = time.perf_counter() - t_start
+        cpu = time.process_time() - cpu0
+        profiler.stop()
         actions = published(reg) - p0
         assessments = proc.engine.stats.assessments - a0
     return {

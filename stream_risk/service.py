@@ -44,6 +44,7 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         alert_dlq_per_minute=settings.alert_dlq_per_minute,
         create_topics=settings.create_topics,
         compression=settings.compression,
+        commit_interval_ms=settings.commit_interval_ms,
         tick_lookback_ms=int(settings.tick_lookback_s * 1000),
         client_kwargs=settings.kafka_security_kwargs(),
     )

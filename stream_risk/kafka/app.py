@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -49,6 +50,18 @@ from stream_risk.settings import COMPRESSION_CODECS, ConfigError
 from stream_risk.state import SidecarState
 
 log = logging.getLogger("stream_risk.engine")
+
+
+#: How long `stop` waits for the last checkpoint's acks.
+STOP_CHECKPOINT_S = 10.0
+
+
+async def _timed(
+    fetch: Coroutine[Any, Any, dict[TopicPartition, list[Any]]],
+) -> tuple[float, dict[TopicPartition, list[Any]]]:
+    """A fetch, and when it returned (time.monotonic(): the start of engine latency)."""
+    records = await fetch
+    return time.monotonic(), records
 
 
 class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
@@ -100,6 +113,9 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         self.unreadable = UnreadableTracker(self.metrics)
         self._guards: dict[str, GuardedFetch] = {}
         self._fetch_errors_logged: dict[str, float] = {}
+        self._fetch_failing: dict[str, str] = {}
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._commit_failing: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -204,6 +220,7 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         positions = self._guards["positions"]
         configs = self._guards.get("config") if self._config is not None else None
         max_records = self.cfg.fetch_max_records
+        publisher = self.publisher
         t_ticks: asyncio.Task[Any] | None = None
         t_pos: asyncio.Task[Any] | None = None
         t_cfg: asyncio.Task[Any] | None = None
@@ -225,18 +242,21 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                     continue
                 if t_ticks is None:
                     t_ticks = asyncio.create_task(
-                        ticks.getmany(timeout_ms=500, max_records=max_records)
+                        _timed(ticks.getmany(timeout_ms=500, max_records=max_records))
                     )
                 if t_pos is None:
                     t_pos = asyncio.create_task(
-                        positions.getmany(timeout_ms=500, max_records=max_records)
+                        _timed(positions.getmany(timeout_ms=500, max_records=max_records))
                     )
                 if t_cfg is None and configs is not None:
-                    t_cfg = asyncio.create_task(configs.getmany(timeout_ms=500))
+                    t_cfg = asyncio.create_task(_timed(configs.getmany(timeout_ms=500)))
                 due = self.engine.next_due()
                 timeout = 1.0
                 if due is not None:
                     timeout = min(timeout, max(0.0, (due - wall_ms()) / 1000))
+                checkpoint_in = publisher.seconds_to_due()
+                if checkpoint_in is not None:
+                    timeout = min(timeout, checkpoint_in)
                 waiting = {t_ticks, t_pos, stop_wait}
                 if t_cfg is not None:
                     waiting.add(t_cfg)
@@ -249,16 +269,20 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                 dead: list[DeadLetter] = []
                 commits: dict[TopicPartition, int] = {}
                 raw_pos: list[Sequence[Any]] = []
+                #: When the step's first records were fetched (engine latency).
+                fetched = math.inf
                 if t_cfg is not None and t_cfg in done:
                     # Config first: a change applies to the positions and ticks after it.
-                    batch = self._task_result(t_cfg)
+                    at, batch = self._task_result("config", t_cfg)
+                    fetched = min(fetched, at)
                     t_cfg = None
                     for records in batch.values():
                         if records:
                             events.extend(self._decode_config(records, dead))
                             raw_pos.append(records)
                 if t_pos in done:
-                    batch = self._task_result(t_pos)
+                    at, batch = self._task_result("positions", t_pos)
+                    fetched = min(fetched, at)
                     t_pos = None
                     for tp, records in batch.items():
                         nxt = self._live.get(tp.partition)
@@ -271,7 +295,8 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                             raw_pos.append(fresh)
                 raw: list[Sequence[Any]] = []
                 if t_ticks in done:
-                    batch = self._task_result(t_ticks)
+                    at, batch = self._task_result("ticks", t_ticks)
+                    fetched = min(fetched, at)
                     t_ticks = None
                     for tp, records in batch.items():
                         if records:
@@ -294,11 +319,15 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                     if res.rejected:
                         dead.extend(rejected_letters(res.rejected, [*raw, *raw_pos], -1))
                         res.rejected.clear()
-                    await self.publisher.publish(res, dead)
-                    if commits:
-                        for tp, off in commits.items():
-                            self._live[tp.partition] = off
-                        await self._commit(commits)
+                    # Produced freely: the acks and the commit of `commits` wait for the
+                    # next checkpoint (docs/design.md D14).
+                    await publisher.produce(
+                        res, dead, commits, fetched if events and fetched < math.inf else -1.0
+                    )
+                    for tp, off in commits.items():
+                        self._live[tp.partition] = off
+                    if publisher.due():
+                        await self._checkpoint()
         finally:
             for t in (t_ticks, t_pos, t_cfg, stop_wait):
                 if t is not None:
@@ -306,18 +335,33 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                     with contextlib.suppress(BaseException):
                         await t
 
-    def _task_result(self, task: asyncio.Task[Any]) -> dict[TopicPartition, list[Any]]:
+    def _task_result(
+        self, name: str, task: asyncio.Task[tuple[float, dict[TopicPartition, list[Any]]]]
+    ) -> tuple[float, dict[TopicPartition, list[Any]]]:
+        """(when the fetch returned, its records); a failed fetch is retried by the next
+        one (the consumer reconnects by itself), and `/readyz` says so until one works."""
         try:
-            result: dict[TopicPartition, list[Any]] = task.result()
-            return result
+            result = task.result()
         except KafkaError as exc:
             # Once a minute per kind of error: a lasting one is retried by every fetch.
             now = time.monotonic()
             kind = type(exc).__name__
+            self._fetch_failing[name] = (
+                f"fetching {name} from the broker is failing (retried by every fetch): "
+                f"{kind}: {exc}"
+            )
             if now - self._fetch_errors_logged.get(kind, -1e9) >= 60.0:
                 self._fetch_errors_logged[kind] = now
                 log.warning("fetch failed (the consumer reconnects by itself): %s", exc)
-            return {}
+            return math.inf, {}
+        self._fetch_failing.pop(name, None)
+        return result
+
+    async def checkpoint(self) -> bool:
+        """Checkpoint now (between steps): every pending record acknowledged, then the
+        offsets they came from committed."""
+        async with self._lock:
+            return await self._checkpoint()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -335,6 +379,19 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         self._guards.clear()
         await self.publisher.stop_webhook()
         producer = self.publisher.producer
+        if producer is not None and self.publisher.pending:
+            # The last checkpoint: what was processed is committed once acknowledged; if
+            # the broker does not ack in time, nothing is, and the records are re-read.
+            async with self._lock:
+                try:
+                    if not await self._checkpoint(give_up_s=STOP_CHECKPOINT_S):
+                        log.warning(
+                            "stopping with %d records not acknowledged: their offsets are "
+                            "not committed (re-read at the next start)",
+                            self.publisher.pending,
+                        )
+                except KafkaError as exc:
+                    log.warning("the last checkpoint failed: %s", exc)
         if producer is not None:
             with contextlib.suppress(KafkaError):
                 await producer.flush()

@@ -55,6 +55,11 @@ class ShellState:
     _joined: bool
     _connected: bool
     _missing_topics: list[str]
+    #: Offsets a failed commit left (retried by the next one), and why it failed.
+    _uncommitted: dict[TopicPartition, int]
+    _commit_failing: str | None
+    #: Consumer name -> why its fetches fail now (the consumer reconnects by itself).
+    _fetch_failing: dict[str, str]
 
     def _guard(self, name: str, consumer: AIOKafkaConsumer) -> GuardedFetch:
         guard = self._guards[name] = GuardedFetch(consumer, self.unreadable)
@@ -87,11 +92,39 @@ class ShellState:
                 out.append(ev)
         return out
 
+    async def _checkpoint(self, give_up_s: float | None = None) -> bool:
+        """A checkpoint (the lock held): every record produced since the last one is
+        acknowledged (re-sent with backoff until it is), then the positions offsets those
+        records came from are committed. False if `give_up_s` passed before the acks (the
+        records stay pending, nothing is committed)."""
+        offsets = await self.publisher.flush(give_up_s)
+        if offsets is None:
+            return False
+        await self._commit(offsets)
+        return True
+
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if not offsets or self._positions is None:
+        """Commit `offsets` (with any a failed commit left, for partitions still ours).
+
+        A failed commit is not fatal: its offsets are retried at the next checkpoint and
+        `/readyz` says so meanwhile; if a rebalance took the partition, its new owner
+        re-reads from the last commit (at-least-once)."""
+        owned = self._live.keys() | self._pending
+        todo = {tp: o for tp, o in self._uncommitted.items() if tp.partition in owned}
+        todo.update(offsets)
+        if not todo or self._positions is None:
             return
         try:
-            await self._positions.commit(offsets)
+            await self._positions.commit(todo)
         except KafkaError as exc:
-            # A rebalance is under way: the new owner re-reads from the last commit.
-            log.warning("commit failed (records will be re-read by their owner): %s", exc)
+            self._uncommitted = todo
+            self._commit_failing = (
+                "committing offsets is failing (retried at the next checkpoint): "
+                f"{type(exc).__name__}: {exc}"
+            )
+            log.warning("commit failed (retried at the next checkpoint): %s", exc)
+            return
+        if self._commit_failing is not None:
+            log.info("committing offsets works again")
+        self._uncommitted = {}
+        self._commit_failing = None

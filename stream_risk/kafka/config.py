@@ -69,6 +69,12 @@ class ProcessorConfig:
     #: default, 15 ms at 10 ms), so keep it short; it costs one small request per wait.
     fetch_max_wait_ms: int = 10
     linger_ms: int = 2
+    #: Checkpoints (docs/design.md D14): every this long, the records produced since the
+    #: last one are awaited (acks) and then the positions offsets they came from committed.
+    #: Bounds what a crash re-reads (at-least-once: duplicates, never a loss), not latency.
+    commit_interval_ms: int = 100
+    #: ... or once this many records are pending (backpressure: the acks bound memory).
+    checkpoint_max_records: int = 10_000
     #: Compression of every batch the engine produces (actions, dead letters, alerts):
     #: none, gzip, snappy, lz4 or zstd (docs/operations.md "Compression").
     compression: str = DEFAULT_COMPRESSION

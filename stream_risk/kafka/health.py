@@ -170,4 +170,7 @@ class HealthMixin(ShellState):
         reasons.extend(self.unreadable.reasons())
         if self.publisher.failing:
             reasons.append(self.publisher.failing)
+        if self._commit_failing:
+            reasons.append(self._commit_failing)
+        reasons.extend(self._fetch_failing.values())
         return (not reasons, reasons)

@@ -2,22 +2,30 @@
 `risk-alerts` and the webhook; the metrics and alert rules of what was acknowledged.
 
 Actions are produced to the positions partition of their position (co-partitioned), one
-record batch per partition, acks=all, idempotent where the broker supports it. Offsets of
-a batch are committed only after every record it caused is acknowledged (at-least-once).
-A dead letter too big for one produce request goes out with its value cut.
+record batch per partition, acks=all, idempotent where the broker supports it.
+
+Checkpoints (Quix Streams' model, docs/design.md D14): a step produces freely (`produce`)
+and its records and the `positions` offsets it consumed stay pending; a checkpoint, every
+`commit_interval_ms`, at `checkpoint_max_records` pending, and on revoke and stop, waits for
+every pending ack (`flush`) and only then are the offsets committed (at-least-once). A failed
+send or ack makes the checkpoint re-send every pending record, in order, with backoff, and
+`/readyz` says why. A dead letter too big for one produce request goes out with its value
+cut.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -33,6 +41,36 @@ log = logging.getLogger("stream_risk.engine")
 
 #: Bytes of a value kept in a dead letter that would not fit one produce request whole.
 DLQ_VALUE_KEEP = 64 * 1024
+
+
+#: Backoff of the re-sends after a produce failure: first wait, and the longest.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+
+
+@dataclass(slots=True, eq=False)
+class _Step:
+    """What one step produced, and the acks it waits for."""
+
+    outputs: list[Output]
+    dead: list[DeadLetter]
+    #: When its records were fetched (time.monotonic()); -1: not from a fetch.
+    fetched: float
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+    remaining: int = 0
+    failed: bool = False
+    #: Metrics and alerts of its records were counted (once, on their first full ack).
+    accounted: bool = False
+
+
+@dataclass(slots=True)
+class _Checkpoint:
+    """Everything produced since the last checkpoint, and the offsets it consumed."""
+
+    steps: list[_Step] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    records: int = 0
+    opened: float = field(default_factory=time.monotonic)
 
 
 class Publisher:
@@ -56,6 +94,9 @@ class Publisher:
         self.failing: str | None = None
         self._alert_sends: set[asyncio.Future[None]] = set()
         self._children: dict[str, Any] = {}
+        self._cp = _Checkpoint()
+        #: The send or ack failure the next checkpoint recovers from (re-sends everything).
+        self._broken: BaseException | None = None
 
     # ------------------------------------------------------------------ webhook
     def start_webhook(self) -> None:
@@ -75,40 +116,151 @@ class Publisher:
             await self.webhook.stop()
             self.webhook = None
 
-    # ------------------------------------------------------------------ publishing
-    async def publish(self, res: StepResult, dead: list[DeadLetter]) -> None:
-        """Produce a step's actions and dead letters; return once all are acknowledged."""
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def pending(self) -> int:
+        """Records produced since the last checkpoint (acknowledged or not)."""
+        return self._cp.records
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether a checkpoint is due: `commit_interval_ms` since the first pending record,
+        `checkpoint_max_records` pending (backpressure), or a produce failed."""
+        cp = self._cp
+        if not cp.steps and not cp.offsets:
+            return False
+        if self._broken is not None or cp.records >= self.cfg.checkpoint_max_records:
+            return True
+        t = time.monotonic() if now is None else now
+        return t - cp.opened >= self.cfg.commit_interval_ms / 1000
+
+    def seconds_to_due(self) -> float | None:
+        """Seconds until a checkpoint is due (0: now), None with nothing pending."""
+        cp = self._cp
+        if not cp.steps and not cp.offsets:
+            return None
+        if self.due():
+            return 0.0
+        return max(0.0, cp.opened + self.cfg.commit_interval_ms / 1000 - time.monotonic())
+
+    async def produce(
+        self,
+        res: StepResult,
+        dead: list[DeadLetter],
+        offsets: dict[TopicPartition, int] | None = None,
+        fetched: float = -1.0,
+    ) -> None:
+        """Produce a step's actions and dead letters without waiting for their acks; they,
+        and the `positions` offsets the step consumed, are pending until the next
+        checkpoint (`flush`). `fetched`: when the step's records were fetched (monotonic),
+        for `stream_risk_engine_latency_seconds`. Never raises a KafkaError: a failed send
+        makes the next checkpoint re-send everything pending, in order."""
+        cp = self._cp
+        if not cp.steps and not cp.offsets:
+            cp.opened = time.monotonic()
+        if offsets:
+            cp.offsets.update(offsets)
         if not res.outputs and not dead:
             return
-        cfg = self.cfg
         # A letter too big for one produce request fails the same way on every retry: it
         # would stall the engine (and re-send the batch's actions each second). It goes out
         # with its value cut, and its `error` header says so.
-        dead = [fit_dead_letter(d, cfg.max_request_size) for d in dead]
-        while True:
-            producer = self.producer
-            assert producer is not None
+        dead = [fit_dead_letter(d, self.cfg.max_request_size) for d in dead]
+        step = _Step(res.outputs, dead, fetched)
+        cp.steps.append(step)
+        cp.records += len(res.outputs) + len(dead)
+        if self._broken is None:
             try:
-                futures = await self._send_actions(producer, res.outputs)
-                for d in dead:
-                    futures.append(
-                        await producer.send(
-                            cfg.dlq_topic, value=d.value, key=d.key, headers=d.headers()
-                        )
-                    )
-                await asyncio.gather(*futures)
-                break
+                await self._send(step)
             except KafkaError as exc:
-                self.failing = "publishing to the broker is failing (retrying)"
-                log.warning("publishing failed, retrying the batch in 1s: %s", exc)
-                await asyncio.sleep(1.0)
-        self.failing = None
-        self._acked(res.outputs, dead)
+                self._broke(exc)
 
-    def _acked(self, outputs: list[Output], dead: list[DeadLetter]) -> None:
+    async def flush(self, give_up_s: float | None = None) -> dict[TopicPartition, int] | None:
+        """The ack half of a checkpoint: wait until every pending record is acknowledged,
+        re-sending all of them in order (so the latest record per key stays last) with a
+        backoff after a failure; then return the pending offsets, now safe to commit, and
+        start the next checkpoint. None if `give_up_s` passed first (nothing is dropped:
+        the records stay pending and the next checkpoint tries again)."""
+        cp = self._cp
+        t0 = time.monotonic()
+        delay = RETRY_FIRST_S
+        while True:
+            if self._broken is None:
+                futures = [f for step in cp.steps for f in step.futures]
+                if futures:
+                    left = None if give_up_s is None else give_up_s - (time.monotonic() - t0)
+                    _, waiting = await asyncio.wait(futures, timeout=left)
+                    if waiting:
+                        return None
+                error = next((_error(f) for f in futures if _error(f) is not None), None)
+                if error is None:
+                    break
+                self._broke(error)
+            if give_up_s is not None and time.monotonic() - t0 + delay > give_up_s:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            self._broken = None
+            try:
+                for step in cp.steps:
+                    await self._send(step)
+            except KafkaError as exc:
+                self._broke(exc)
+        if self.failing is not None:
+            log.info("publishing works again: %d pending records acknowledged", cp.records)
+        self.failing = None
+        self._cp = _Checkpoint()
+        return cp.offsets
+
+    def drop_offsets(self, partitions: set[int]) -> None:
+        """Forget the pending offsets of `partitions` (revoked: no longer ours to commit)."""
+        cp = self._cp
+        cp.offsets = {tp: o for tp, o in cp.offsets.items() if tp.partition not in partitions}
+
+    def _broke(self, exc: BaseException) -> None:
+        self._broken = exc
+        self.failing = (
+            f"publishing to the broker is failing (retrying with backoff, {self._cp.records} "
+            f"records pending, offsets not committed): {type(exc).__name__}: {exc}"
+        )
+        log.warning("publishing failed, re-sending the pending records: %s", exc)
+
+    async def _send(self, step: _Step) -> None:
+        """Send a step's records; the step is accounted for once all are acknowledged."""
+        producer = self.producer
+        assert producer is not None
+        cfg = self.cfg
+        futures = await self._send_actions(producer, step.outputs)
+        for d in step.dead:
+            futures.append(
+                await producer.send(cfg.dlq_topic, value=d.value, key=d.key, headers=d.headers())
+            )
+        step.futures = futures
+        step.remaining = len(futures)
+        step.failed = False
+        if not futures:
+            return
+        done = functools.partial(self._on_ack, step)
+        for f in futures:
+            f.add_done_callback(done)
+
+    def _on_ack(self, step: _Step, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            step.failed = True
+        step.remaining -= 1
+        if step.remaining == 0 and not step.failed and not step.accounted:
+            step.accounted = True
+            self._acked(step.outputs, step.dead, step.fetched)
+
+    def _acked(self, outputs: list[Output], dead: list[DeadLetter], fetched: float) -> None:
         """Metrics, latency and LIQUIDATE alerts of records the broker acknowledged."""
         now = wall_ms()
         m = self.metrics
+        if fetched >= 0 and outputs:
+            # Every action of a step shares its records' fetch and its last ack.
+            took = time.monotonic() - fetched
+            observe_engine = m.engine_latency_seconds.observe
+            for _ in outputs:
+                observe_engine(took)
         by_action: Counter[str] = Counter()
         observe = m.tick_to_action_seconds.observe
         for out in outputs:
@@ -225,6 +377,12 @@ class Publisher:
         if out:
             self.emit_alerts(out)
         return out
+
+
+def _error(fut: asyncio.Future[Any]) -> BaseException | None:
+    if fut.cancelled():
+        return asyncio.CancelledError("produce cancelled")
+    return fut.exception()
 
 
 async def _send_alert(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:

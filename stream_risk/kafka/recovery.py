@@ -95,7 +95,8 @@ class RecoveryMixin(ShellState):
         guard = self._guard("config", consumer)
         await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS, guard=guard)
         async with self._lock:
-            await self.publisher.publish(res, dead)
+            await self.publisher.produce(res, dead)
+            await self._checkpoint()
         self._config_caught_up = True
         log.info("risk-config caught up: %d scopes in force", len(self.engine.scopes))
 
@@ -131,7 +132,8 @@ class RecoveryMixin(ShellState):
         guard = self._guard("ticks", consumer)
         await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS, guard=guard)
         async with self._lock:
-            await self.publisher.publish(res, dead)
+            await self.publisher.produce(res, dead)
+            await self._checkpoint()
         self._ticks_caught_up = True
         log.info("market ticks caught up: %d assets known", len(self.engine.table.markets))
 
@@ -169,13 +171,32 @@ class RecoveryMixin(ShellState):
         )
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Stop processing the revoked partitions; their state waits for the assignment."""
+        """Checkpoint, then stop processing the revoked partitions; their state waits for
+        the assignment.
+
+        The checkpoint commits what was processed before the partitions go (the next owner
+        starts there). If it cannot be acknowledged in time (the broker is failing) nothing
+        of theirs is committed: the next owner re-reads from the last commit, and if they
+        come back here they are rebuilt rather than resumed, since what this instance
+        believes it published may not be in `risk-actions`."""
         async with self._lock:
+            give_up = max(1.0, self.cfg.session_timeout_ms / 2000)
+            flushed = await self._checkpoint(give_up_s=give_up)
+            parts = {tp.partition for tp in revoked}
+            if not flushed:
+                self.publisher.drop_offsets(parts)
+                log.warning(
+                    "partitions %s revoked before their actions were acknowledged: nothing "
+                    "of theirs committed (the next owner re-reads them)",
+                    sorted(parts),
+                )
             for tp in revoked:
                 self._pending.discard(tp.partition)
                 off = self._live.pop(tp.partition, None)
-                if off is not None:
+                if off is not None and flushed:
                     self._held[tp.partition] = off
+                elif off is not None:
+                    self.engine.drop_partition(tp.partition)
 
     async def _rebuild(self) -> None:
         """Rebuild every pending partition from its changelog, then resume it."""
@@ -245,8 +266,8 @@ class RecoveryMixin(ShellState):
                 res.assessments += settled.assessments
                 self._positions.seek(tp, ends[tp])
                 commits[tp] = ends[tp]
-            await self.publisher.publish(res, dead)
-            await self._commit(commits)
+            await self.publisher.produce(res, dead, commits)
+            await self._checkpoint()
             for tp in commits:
                 self._pending.discard(tp.partition)
                 self._live[tp.partition] = ends[tp]
