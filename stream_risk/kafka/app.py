@@ -379,7 +379,7 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         self._guards.clear()
         await self.publisher.stop_webhook()
         producer = self.publisher.producer
-        if producer is not None and self.publisher.pending:
+        if producer is not None and not self.publisher.idle:
             # The last checkpoint: what was processed is committed once acknowledged; if
             # the broker does not ack in time, nothing is, and the records are re-read.
             async with self._lock:

@@ -59,6 +59,8 @@ class _Step:
     futures: list[asyncio.Future[Any]] = field(default_factory=list)
     remaining: int = 0
     failed: bool = False
+    #: Sends so far: the acks of an earlier send (before a re-send) are ignored.
+    sends: int = 0
     #: Metrics and alerts of its records were counted (once, on their first full ack).
     accounted: bool = False
 
@@ -122,11 +124,16 @@ class Publisher:
         """Records produced since the last checkpoint (acknowledged or not)."""
         return self._cp.records
 
+    @property
+    def idle(self) -> bool:
+        """Nothing to checkpoint: no record produced, no offset consumed since the last."""
+        return not self._cp.steps and not self._cp.offsets
+
     def due(self, now: float | None = None) -> bool:
         """Whether a checkpoint is due: `commit_interval_ms` since the first pending record,
         `checkpoint_max_records` pending (backpressure), or a produce failed."""
         cp = self._cp
-        if not cp.steps and not cp.offsets:
+        if self.idle:
             return False
         if self._broken is not None or cp.records >= self.cfg.checkpoint_max_records:
             return True
@@ -136,7 +143,7 @@ class Publisher:
     def seconds_to_due(self) -> float | None:
         """Seconds until a checkpoint is due (0: now), None with nothing pending."""
         cp = self._cp
-        if not cp.steps and not cp.offsets:
+        if self.idle:
             return None
         if self.due():
             return 0.0
@@ -237,13 +244,16 @@ class Publisher:
         step.futures = futures
         step.remaining = len(futures)
         step.failed = False
+        step.sends += 1
         if not futures:
             return
-        done = functools.partial(self._on_ack, step)
+        done = functools.partial(self._on_ack, step, step.sends)
         for f in futures:
             f.add_done_callback(done)
 
-    def _on_ack(self, step: _Step, fut: asyncio.Future[Any]) -> None:
+    def _on_ack(self, step: _Step, send: int, fut: asyncio.Future[Any]) -> None:
+        if send != step.sends:
+            return  # an earlier send of a step re-sent since
         if fut.cancelled() or fut.exception() is not None:
             step.failed = True
         step.remaining -= 1
