@@ -26,18 +26,17 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from stream_risk import alerting
 from stream_risk.engine import Engine, EngineConfig, PositionEvent
 from stream_risk.engine.events import Event
 from stream_risk.kafka import topics as topic_admin
+from stream_risk.kafka.base import timed
 from stream_risk.kafka.clients import Clients
 from stream_risk.kafka.codec import DeadLetter
 from stream_risk.kafka.config import ProcessorConfig, tune_gc, wall_ms
@@ -54,14 +53,6 @@ log = logging.getLogger("stream_risk.engine")
 
 #: How long `stop` waits for the last checkpoint's acks.
 STOP_CHECKPOINT_S = 10.0
-
-
-async def _timed(
-    fetch: Coroutine[Any, Any, dict[TopicPartition, list[Any]]],
-) -> tuple[float, dict[TopicPartition, list[Any]]]:
-    """A fetch, and when it returned (time.monotonic(): the start of engine latency)."""
-    records = await fetch
-    return time.monotonic(), records
 
 
 class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
@@ -97,8 +88,8 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         self._config_topic: str | None = None  # set when the topic exists
         self._config_caught_up = False
         #: The alert state (the publisher's; `exposure_view` shows it).
-        self.alerts = self.publisher.tracker
-        self.recent_alerts = self.publisher.recent_alerts
+        self.alerts = self.publisher.alerts.tracker
+        self.recent_alerts = self.publisher.alerts.recent
         #: Assets whose positions wait, and for what (as last logged and exported).
         self._waiting: dict[str, tuple[str, ...]] = {}
         self._joined = False
@@ -165,7 +156,7 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                 "static limits, no live risk-config" if t == cfg.config_topic else "no alerts",
             )
         self._config_topic = cfg.config_topic if cfg.config_topic not in missing else None
-        self.publisher.alerts_topic = cfg.alerts_topic if cfg.alerts_topic not in missing else None
+        self.publisher.alerts.topic = cfg.alerts_topic if cfg.alerts_topic not in missing else None
         self.publisher.config_topic = self._config_topic
         if cfg.idempotence == "auto":
             self._idempotent = await topic_admin.probe_idempotence(cfg.bootstrap_servers, **kw)
@@ -208,7 +199,7 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         self._guard("positions", self._positions)
         self._positions.subscribe([cfg.positions_topic], listener=Rebalance(self))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
-        self.publisher.start_webhook()
+        self.publisher.alerts.start_webhook()
         self._tasks.append(asyncio.create_task(self._alert_loop(), name="alerts"))
 
     async def run(self) -> None:
@@ -242,14 +233,14 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                     continue
                 if t_ticks is None:
                     t_ticks = asyncio.create_task(
-                        _timed(ticks.getmany(timeout_ms=500, max_records=max_records))
+                        timed(ticks.getmany(timeout_ms=500, max_records=max_records))
                     )
                 if t_pos is None:
                     t_pos = asyncio.create_task(
-                        _timed(positions.getmany(timeout_ms=500, max_records=max_records))
+                        timed(positions.getmany(timeout_ms=500, max_records=max_records))
                     )
                 if t_cfg is None and configs is not None:
-                    t_cfg = asyncio.create_task(_timed(configs.getmany(timeout_ms=500)))
+                    t_cfg = asyncio.create_task(timed(configs.getmany(timeout_ms=500)))
                 due = self.engine.next_due()
                 timeout = 1.0
                 if due is not None:
@@ -335,28 +326,6 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                     with contextlib.suppress(BaseException):
                         await t
 
-    def _task_result(
-        self, name: str, task: asyncio.Task[tuple[float, dict[TopicPartition, list[Any]]]]
-    ) -> tuple[float, dict[TopicPartition, list[Any]]]:
-        """(when the fetch returned, its records); a failed fetch is retried by the next
-        one (the consumer reconnects by itself), and `/readyz` says so until one works."""
-        try:
-            result = task.result()
-        except KafkaError as exc:
-            # Once a minute per kind of error: a lasting one is retried by every fetch.
-            now = time.monotonic()
-            kind = type(exc).__name__
-            self._fetch_failing[name] = (
-                f"fetching {name} from the broker is failing (retried by every fetch): "
-                f"{kind}: {exc}"
-            )
-            if now - self._fetch_errors_logged.get(kind, -1e9) >= 60.0:
-                self._fetch_errors_logged[kind] = now
-                log.warning("fetch failed (the consumer reconnects by itself): %s", exc)
-            return math.inf, {}
-        self._fetch_failing.pop(name, None)
-        return result
-
     async def checkpoint(self) -> bool:
         """Checkpoint now (between steps): every pending record acknowledged, then the
         offsets they came from committed."""
@@ -377,7 +346,7 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         for guard in self._guards.values():
             guard.close()
         self._guards.clear()
-        await self.publisher.stop_webhook()
+        await self.publisher.alerts.stop_webhook()
         producer = self.publisher.producer
         if producer is not None and not self.publisher.idle:
             # The last checkpoint: what was processed is committed once acknowledged; if
@@ -404,19 +373,6 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
                 await producer.stop()
         self._positions = self._ticks = self._config = None
         self.publisher.producer = None
-
-    def check_alerts(self, now_ms: int | None = None) -> list[alerting.Alert]:
-        """Exposure limits, stale markets and the DLQ rate: the transitions since the last
-        check (published). Cheap when no limit is set: no exposure is computed then."""
-        return self.publisher.check_alerts(self.engine, now_ms)
-
-    async def _alert_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.alert_interval_s)
-            try:
-                self.check_alerts()
-            except Exception:  # a bug here must not stop the engine
-                log.exception("alert check failed")
 
     # ------------------------------------------------------------------ sidecar state
     def positions(self, asset: str | None = None) -> list[dict[str, Any]]:

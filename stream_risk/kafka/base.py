@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -60,6 +62,7 @@ class ShellState:
     _commit_failing: str | None
     #: Consumer name -> why its fetches fail now (the consumer reconnects by itself).
     _fetch_failing: dict[str, str]
+    _fetch_errors_logged: dict[str, float]
 
     def _guard(self, name: str, consumer: AIOKafkaConsumer) -> GuardedFetch:
         guard = self._guards[name] = GuardedFetch(consumer, self.unreadable)
@@ -128,3 +131,33 @@ class ShellState:
             log.info("committing offsets works again")
         self._uncommitted = {}
         self._commit_failing = None
+
+    def _task_result(
+        self, name: str, task: asyncio.Task[tuple[float, dict[TopicPartition, list[Any]]]]
+    ) -> tuple[float, dict[TopicPartition, list[Any]]]:
+        """(when the fetch returned, its records); a failed fetch is retried by the next
+        one (the consumer reconnects by itself), and `/readyz` says so until one works."""
+        try:
+            result = task.result()
+        except KafkaError as exc:
+            # Once a minute per kind of error: a lasting one is retried by every fetch.
+            now = time.monotonic()
+            kind = type(exc).__name__
+            self._fetch_failing[name] = (
+                f"fetching {name} from the broker is failing (retried by every fetch): "
+                f"{kind}: {exc}"
+            )
+            if now - self._fetch_errors_logged.get(kind, -1e9) >= 60.0:
+                self._fetch_errors_logged[kind] = now
+                log.warning("fetch failed (the consumer reconnects by itself): %s", exc)
+            return math.inf, {}
+        self._fetch_failing.pop(name, None)
+        return result
+
+
+async def timed(
+    fetch: Coroutine[Any, Any, dict[TopicPartition, list[Any]]],
+) -> tuple[float, dict[TopicPartition, list[Any]]]:
+    """A fetch, and when it returned (time.monotonic(): the start of engine latency)."""
+    records = await fetch
+    return time.monotonic(), records

@@ -5,7 +5,8 @@ The shell (DESIGN §4) is split like Quix Streams' application:
 - `kafka/app.py`: `StreamProcessor`, its lifecycle and main loop;
 - `kafka/recovery.py`: rebalancing, the rebuild of a partition's state, the start-up reads
   of `risk-config` and `market-ticks`;
-- `kafka/publisher.py`: producing actions, dead letters and alerts, and checkpoints;
+- `kafka/publisher.py`: producing actions and dead letters, and checkpoints;
+- `kafka/alerts.py`: publishing what the alert rules return (risk-alerts, the webhook);
 - `kafka/health.py`: the health loop, stall checks and the readiness reasons;
 - `kafka/clients.py`, `kafka/fetch.py`, `kafka/codec.py`: clients, guarded reads, codecs.
 - `kafka/base.py`: `ShellState`, the state and helpers these parts share.

@@ -14,6 +14,7 @@ import time
 
 from aiokafka.errors import KafkaError
 
+from stream_risk import alerting
 from stream_risk.kafka.base import ShellState
 from stream_risk.metrics import EngineView
 
@@ -48,6 +49,19 @@ class HealthMixin(ShellState):
                 self._connected = False
             self._check_progress()
             self._log_waiting()
+
+    def check_alerts(self, now_ms: int | None = None) -> list[alerting.Alert]:
+        """Exposure limits, stale markets and the DLQ rate: the transitions since the last
+        check (published). Cheap when no limit is set: no exposure is computed then."""
+        return self.publisher.alerts.check_alerts(self.engine, now_ms)
+
+    async def _alert_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.alert_interval_s)
+            try:
+                self.check_alerts()
+            except Exception:  # a bug here must not stop the engine
+                log.exception("alert check failed")
 
     def _check_progress(self) -> None:
         """Catch a consumer that stopped making progress while its partition has records.

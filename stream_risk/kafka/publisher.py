@@ -1,5 +1,6 @@
 """Producing (DESIGN §4): actions to `risk-actions`, dead letters to `risk-dlq`, alerts to
-`risk-alerts` and the webhook; the metrics and alert rules of what was acknowledged.
+`risk-alerts` and the webhook (through `kafka/alerts.py`); the metrics and alert rules of
+what was acknowledged.
 
 Actions are produced to the positions partition of their position (co-partitioned), one
 record batch per partition, acks=all, idempotent where the broker supports it.
@@ -19,23 +20,22 @@ import asyncio
 import functools
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from stream_risk import alerting
-from stream_risk.engine import Engine, StepResult
+from stream_risk.engine import StepResult
 from stream_risk.engine.events import Output, Rejected
+from stream_risk.kafka.alerts import AlertSender
 from stream_risk.kafka.codec import DeadLetter
 from stream_risk.kafka.config import ProcessorConfig, wall_ms
 from stream_risk.metrics import Metrics
-from stream_risk.webhook import WebhookSender
 
 log = logging.getLogger("stream_risk.engine")
 
@@ -84,39 +84,17 @@ class Publisher:
         self.producer: AIOKafkaProducer | None = None
         #: risk-actions has at least the partitions of positions (set at start).
         self.co_partitioned = True
-        self.alerts_topic: str | None = None
         self.config_topic: str | None = None
-        self.tracker = alerting.AlertTracker()
-        self.recent_alerts: deque[alerting.Alert] = deque(maxlen=100)
-        self.webhook: WebhookSender | None = None
-        self.dlq_times: deque[float] = deque()
+        #: Alerts: the rules' state, risk-alerts and the webhook.
+        self.alerts = AlertSender(cfg, metrics, lambda: self.producer)
         #: risk-config records dead-lettered (stream_risk_config_changes_total{rejected}).
         self.config_rejected = 0
         #: Why producing fails now (a /readyz reason), None while it works.
         self.failing: str | None = None
-        self._alert_sends: set[asyncio.Future[None]] = set()
         self._children: dict[str, Any] = {}
         self._cp = _Checkpoint()
         #: The send or ack failure the next checkpoint recovers from (re-sends everything).
         self._broken: BaseException | None = None
-
-    # ------------------------------------------------------------------ webhook
-    def start_webhook(self) -> None:
-        cfg = self.cfg
-        if cfg.alert_webhook:
-            m = self.metrics
-            self.webhook = WebhookSender(
-                cfg.alert_webhook,
-                timeout_s=cfg.alert_webhook_timeout_s,
-                attempts=cfg.alert_webhook_attempts,
-                on_result=lambda r: m.alert_webhook.labels(result=r).inc(),
-            )
-            self.webhook.start()
-
-    async def stop_webhook(self) -> None:
-        if self.webhook is not None:
-            await self.webhook.stop()
-            self.webhook = None
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -282,7 +260,7 @@ class Publisher:
             ts = out.tick_lineage.timestamp_ms
             if ts > 0 and out.trigger == "tick":
                 observe(max(0.0, (now - ts) / 1000))
-        fired = alerting.liquidate_transitions(self.tracker, outputs, now)
+        fired = alerting.liquidate_transitions(self.alerts.tracker, outputs, now)
         children = self._children
         for action, n in by_action.items():
             child = children.get(action)
@@ -290,10 +268,9 @@ class Publisher:
                 child = children[action] = m.actions_published.labels(action=action)
             child.inc(n)
         if fired:
-            self.emit_alerts(fired)
+            self.alerts.emit(fired)
         if dead:
-            t = time.monotonic()
-            self.dlq_times.extend([t] * len(dead))
+            self.alerts.dead_lettered(len(dead))
         for d in dead:
             if d.lineage.topic == self.config_topic:
                 self.config_rejected += 1
@@ -339,69 +316,11 @@ class Publisher:
             futures.append(await producer.send_batch(b, topic, partition=part))
         return futures
 
-    # ------------------------------------------------------------------ alerts
-    def emit_alerts(self, alerts: list[alerting.Alert]) -> None:
-        """Publish alerts to risk-alerts and hand them to the webhook; never waits."""
-        m = self.metrics
-        producer = self.producer
-        for a in alerts:
-            m.alerts.labels(kind=a["kind"], state=a["state"]).inc()
-            self.recent_alerts.append(a)
-            log.warning("alert %s %s: %s", a["key"], a["state"], a["details"])
-            if self.webhook is not None:
-                self.webhook.submit(a)
-            if producer is not None and self.alerts_topic is not None:
-                task = asyncio.ensure_future(
-                    _send_alert(producer, self.alerts_topic, a["key"].encode(), orjson.dumps(a))
-                )
-                self._alert_sends.add(task)
-                task.add_done_callback(self._alert_sends.discard)
-        m.alerts_active.set(len(self.tracker.active))
-
-    def check_alerts(self, engine: Engine, now_ms: int | None = None) -> list[alerting.Alert]:
-        """Exposure limits, stale markets and the DLQ rate: the transitions since the last
-        check (published). Cheap when no limit is set: no exposure is computed then."""
-        now = wall_ms() if now_ms is None else now_ms
-        tracker = self.tracker
-        breaches = None
-        if engine.limits() or tracker.has_kind(alerting.EXPOSURE_LIMIT):
-            breaches = engine.book_exposure()["breaches"]
-        markets = engine.table.markets
-        market_ts = [
-            (asset, market.ts)
-            for asset in engine.table.by_asset
-            if (market := markets.get(asset)) is not None
-        ]
-        cutoff = time.monotonic() - 60.0
-        times = self.dlq_times
-        while times and times[0] < cutoff:
-            times.popleft()
-        out = alerting.limit_transitions(
-            tracker,
-            breaches=breaches,
-            stale=alerting.stale_markets(market_ts, now, engine.config.max_tick_age_ms),
-            dlq_last_minute=len(times),
-            dlq_per_minute=self.cfg.alert_dlq_per_minute,
-            now_ms=now,
-        )
-        if out:
-            self.emit_alerts(out)
-        return out
-
 
 def _error(fut: asyncio.Future[Any]) -> BaseException | None:
     if fut.cancelled():
         return asyncio.CancelledError("produce cancelled")
     return fut.exception()
-
-
-async def _send_alert(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
-    """Publish one alert (acks=all); off the engine's path: failures are logged."""
-    try:
-        fut = await producer.send(topic, value=value, key=key)
-        await fut
-    except KafkaError as exc:
-        log.warning("publishing alert %s failed: %s", key.decode(errors="replace"), exc)
 
 
 def fit_dead_letter(d: DeadLetter, max_request_size: int) -> DeadLetter:
