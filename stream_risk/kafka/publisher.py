@@ -93,6 +93,8 @@ class Publisher:
         self.failing: str | None = None
         self._children: dict[str, Any] = {}
         self._cp = _Checkpoint()
+        #: The step sent last (the next one waits for its acks before it is sent).
+        self._in_flight: _Step | None = None
         #: The send or ack failure the next checkpoint recovers from (re-sends everything).
         self._broken: BaseException | None = None
 
@@ -154,10 +156,21 @@ class Publisher:
         cp.steps.append(step)
         cp.records += len(res.outputs) + len(dead)
         if self._broken is None:
+            # At most one step in flight: aiokafka sends one request at a time to a broker
+            # and queues one batch per partition behind it, so a step sent before the
+            # previous one is acknowledged only waits in that queue (a stage of latency
+            # more, measured: p50 +50 %). Waiting here instead costs nothing under load: a
+            # step of a backlog takes longer to compute than the previous one's round trip.
+            prev = self._in_flight
+            if prev is not None:
+                waiting = [f for f in prev.futures if not f.done()]
+                if waiting:
+                    await asyncio.wait(waiting)
             try:
                 await self._send(step)
             except KafkaError as exc:
                 self._broke(exc)
+            self._in_flight = step
 
     async def flush(self, give_up_s: float | None = None) -> dict[TopicPartition, int] | None:
         """The ack half of a checkpoint: wait until every pending record is acknowledged,
