@@ -210,7 +210,7 @@ def _what(handle: asyncio.events.Handle) -> str:
 def measure(n: int, quick: bool = False) -> dict[str, Any]:
     """In this process (a fresh one: `python -m bench` runs each benchmark so)."""
     from bench._common import rss_bytes
-    from stream_risk.kafka.processor import tune_gc
+    from stream_risk.kafka.config import tune_gc
 
     t0 = time.perf_counter()
     engine = build_engine(n)

@@ -88,6 +88,14 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
         "STREAM_RISK_COMPRESSION, else zstd); batches in any codec are read",
     )
     p.add_argument(
+        "--commit-interval-ms",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="checkpoint every MS ms: await the acks of what was produced, then commit the "
+        "positions offsets (default: env STREAM_RISK_COMMIT_INTERVAL_MS, else 100)",
+    )
+    p.add_argument(
         "--alert-webhook",
         default=None,
         metavar="URL",
@@ -105,6 +113,7 @@ def run_handler(args: argparse.Namespace) -> int:
         emit=args.emit,
         create_topics=args.create_topics,
         compression=args.compression,
+        commit_interval_ms=args.commit_interval_ms,
         alert_webhook=args.alert_webhook,
         **_kafka_flags(args),
     )

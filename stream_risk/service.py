@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from stream_risk.engine import EngineConfig
-from stream_risk.kafka.processor import ProcessorConfig, StreamProcessor
+from stream_risk.kafka.app import ProcessorConfig, StreamProcessor
 from stream_risk.kafka.topics import MissingTopicsError
 from stream_risk.metrics import Metrics
 from stream_risk.settings import Settings
@@ -44,6 +44,7 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         alert_dlq_per_minute=settings.alert_dlq_per_minute,
         create_topics=settings.create_topics,
         compression=settings.compression,
+        commit_interval_ms=settings.commit_interval_ms,
         tick_lookback_ms=int(settings.tick_lookback_s * 1000),
         client_kwargs=settings.kafka_security_kwargs(),
     )

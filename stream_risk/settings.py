@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         DEFAULT_COMPRESSION,
         description="Compression of the batches the engine produces (every codec is read).",
     )
+    commit_interval_ms: int = Field(
+        100,
+        ge=1,
+        le=60_000,
+        description="Checkpoint every this many ms: await the acks of what was produced, "
+        "then commit the positions offsets (docs/design.md D15).",
+    )
 
     # Engine
     emit: Literal["changed", "all"] = Field(

@@ -212,3 +212,26 @@ def test_kafka_kwargs_ssl(tmp_path: Path) -> None:
     junk.write_text("not a certificate")
     with pytest.raises(ConfigError, match="cannot load the TLS files"):
         Settings.load(security_protocol="SSL", ssl_cafile=junk).kafka_client_kwargs()
+
+
+def test_commit_interval_from_flag_env_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stream_risk.commands import run_arguments
+    from stream_risk.service import processor_config
+
+    assert Settings.load().commit_interval_ms == 100
+    cfg = toml(tmp_path, "commit_interval_ms = 500\n")
+    assert Settings.load(config_file=cfg).commit_interval_ms == 500
+    monkeypatch.setenv("STREAM_RISK_COMMIT_INTERVAL_MS", "250")
+    s = Settings.load(config_file=cfg)
+    assert s.commit_interval_ms == 250
+    assert processor_config(s).commit_interval_ms == 250
+    assert Settings.load(config_file=cfg, commit_interval_ms=40).commit_interval_ms == 40
+    with pytest.raises(ValidationError, match="commit_interval_ms"):
+        Settings.load(commit_interval_ms=0)
+    import argparse
+
+    p = argparse.ArgumentParser()
+    run_arguments(p)
+    assert p.parse_args(["--commit-interval-ms", "75"]).commit_interval_ms == 75

@@ -1050,7 +1050,20 @@ class Engine:
             self._pos_topic,
         )
         stats.published += 1
-        res.outputs.append(Output(pos.position_id, value, market.lineage, data, pos.partition))
+        res.outputs.append(
+            Output(
+                pos.position_id,
+                value,
+                market.lineage,
+                data,
+                pos.partition,
+                value["action"],
+                pos.asset,
+                value["risk_score"],
+                value["reason_code"],
+                trigger,
+            )
+        )
 
 
 def _scope_order(scope: str) -> tuple[int, str]:

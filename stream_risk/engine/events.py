@@ -65,7 +65,11 @@ Event = PositionEvent | TickEvent | ConfigEvent
 
 @dataclass(slots=True)
 class Output:
-    """One record for `risk-actions`: an action, or a tombstone when `value` is None."""
+    """One record for `risk-actions`: an action, or a tombstone when `value` is None.
+
+    `data` is the record; the typed fields after it are what the shells need (metrics,
+    alert rules, latency) so that none reads `value` back. `value` is the same record as a
+    dict, for replay and the tests."""
 
     position_id: str
     value: dict[str, Any] | None
@@ -75,6 +79,13 @@ class Output:
     data: bytes | None = None
     #: The `positions` partition the position lives in (actions are co-partitioned).
     partition: int = -1
+    #: The action (`LIQUIDATE`, ...); None for a tombstone.
+    action: str | None = None
+    asset: str = ""
+    risk_score: float = 0.0
+    reason_code: str = ""
+    #: What made the assessment (`Trigger`); "" for a tombstone.
+    trigger: str = ""
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_risk.alerts import AlertTracker
+from stream_risk.alerting import AlertTracker
 from stream_risk.engine import ConfigEvent, Engine, EngineConfig, Lineage
 from stream_risk.kafka.codec import DeadLetter, decode_config
 

@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_risk.engine import EngineConfig
-from stream_risk.kafka.processor import ProcessorConfig, StreamProcessor
+from stream_risk.kafka.app import ProcessorConfig, StreamProcessor
 
 T_WAIT = 30.0
 

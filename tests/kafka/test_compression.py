@@ -32,8 +32,8 @@ from aiokafka.record.util import calc_crc32c
 from expected import ASSESS_FIELDS
 
 from stream_risk.api import assess_body
+from stream_risk.kafka.app import StreamProcessor
 from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker
-from stream_risk.kafka.processor import StreamProcessor
 from stream_risk.sidecar import create_app
 
 from .engine_harness import T_WAIT, TopicReader, config, now_ms, running, wait_for

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from stream_risk.kafka.processor import StreamProcessor
+from stream_risk.kafka.app import StreamProcessor
 
 from .engine_harness import (
     TopicReader,

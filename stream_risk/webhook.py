@@ -1,11 +1,9 @@
-"""Alerts (DESIGN §10, docs/design.md D9): fire once when a condition starts, once when it
-clears, whatever the number of ticks in between.
+"""Alert delivery to `--alert-webhook URL` (the shell side of alerts; the rules are in
+`stream_risk.alerting`).
 
-- `AlertTracker` is pure: the shell tells it, per kind, the conditions true now
-  (`sync`) or one condition's state (`observe`); it returns the transitions only.
-- `WebhookSender` delivers alerts to `--alert-webhook URL` from its own task: a bounded
-  queue (a full queue drops the oldest alert, counted), a POST with a timeout and bounded
-  retries. The engine only ever calls `submit`, which never waits.
+`WebhookSender` delivers alerts from its own task: a bounded queue (a full queue drops the
+oldest alert, counted), a POST with a timeout and bounded retries. The engine only ever
+calls `submit`, which never waits.
 """
 
 from __future__ import annotations
@@ -14,64 +12,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Callable
 
 import aiohttp
 import orjson
 
+from stream_risk.alerting import Alert
+
 log = logging.getLogger("stream_risk.alerts")
-
-EXPOSURE_LIMIT: Final = "exposure_limit"
-LIQUIDATE: Final = "liquidate"
-STALE: Final = "stale_market_data"
-DLQ_RATE: Final = "dlq_rate"
-KINDS: Final = (EXPOSURE_LIMIT, LIQUIDATE, STALE, DLQ_RATE)
-
-Alert = dict[str, Any]
-
-
-class AlertTracker:
-    """Which conditions are active, and the transitions of each."""
-
-    def __init__(self) -> None:
-        #: key -> (kind, details when it fired)
-        self.active: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.fired = 0
-        self.cleared = 0
-
-    def observe(
-        self, kind: str, key: str, active: bool, details: Mapping[str, Any], now_ms: int
-    ) -> Alert | None:
-        """One condition's state now: an alert if it started or cleared, else None."""
-        held = self.active.get(key)
-        if active and held is None:
-            self.active[key] = (kind, dict(details))
-            self.fired += 1
-            return _alert(key, kind, "fired", details, now_ms)
-        if not active and held is not None:
-            del self.active[key]
-            self.cleared += 1
-            return _alert(key, kind, "cleared", {**held[1], **details}, now_ms)
-        return None
-
-    def sync(self, kind: str, now: Mapping[str, Mapping[str, Any]], now_ms: int) -> list[Alert]:
-        """Every condition of `kind` true now (key -> details): fires the new ones, clears
-        the ones of that kind no longer true."""
-        out = []
-        for key, details in now.items():
-            a = self.observe(kind, key, True, details, now_ms)
-            if a is not None:
-                out.append(a)
-        for key in [k for k, (kd, _) in self.active.items() if kd == kind and k not in now]:
-            a = self.observe(kind, key, False, {}, now_ms)
-            if a is not None:
-                out.append(a)
-        return out
-
-
-def _alert(key: str, kind: str, state: str, details: Mapping[str, Any], ts: int) -> Alert:
-    return {"key": key, "kind": kind, "state": state, "details": dict(details), "ts": ts}
 
 
 class WebhookSender:
@@ -168,4 +116,4 @@ class WebhookSender:
         )
 
 
-__all__ = ["KINDS", "Alert", "AlertTracker", "WebhookSender"]
+__all__ = ["WebhookSender"]

@@ -1,0 +1,415 @@
+"""The Kafka shell around the pure core (DESIGN §4): `StreamProcessor`, its lifecycle and loop.
+
+The parts: kafka/recovery.py, kafka/publisher.py, kafka/health.py (see kafka/config.py).
+
+- `positions`: a consumer group. On assignment a partition is paused and rebuilt from its
+  beginning (the compacted topic is the changelog; every version is read, the latest wins),
+  together with the same partition of `risk-actions` (the last action published per
+  position, so timers resume and unchanged positions are not re-published); then the group
+  consumer continues from where the rebuild ended. Revocation drops the partition's state.
+- `market-ticks`: read in full by every instance (a broadcast table), from a look-back
+  window, caught up before the group is joined.
+- Output: actions are produced to the positions partition of their position
+  (co-partitioned), acks=all, idempotent where the broker supports it. Offsets of a batch are
+  committed only after every record it caused is acknowledged (at-least-once).
+- Bad records go to `risk-dlq` with headers; nothing stops the loop.
+- A record batch that cannot be read at all (a codec not installed, a bad CRC, a corrupt
+  payload) holds its partition at that batch, never skipped, and says so: `/readyz`, the
+  `stream_risk_unreadable_batches_total` counter, one log line per partition a minute
+  (`stream_risk.kafka.fetch`); the other partitions go on.
+- Output is compressed with `compression` (zstd by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from stream_risk.engine import Engine, EngineConfig, PositionEvent
+from stream_risk.engine.events import Event
+from stream_risk.engine.views import PositionQuery, PositionsPage
+from stream_risk.kafka import topics as topic_admin
+from stream_risk.kafka.base import timed
+from stream_risk.kafka.clients import Clients
+from stream_risk.kafka.codec import DeadLetter
+from stream_risk.kafka.config import ProcessorConfig, tune_gc, wall_ms
+from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker, missing_codecs
+from stream_risk.kafka.health import HealthMixin
+from stream_risk.kafka.publisher import Publisher, rejected_letters
+from stream_risk.kafka.recovery import Rebalance, RecoveryMixin
+from stream_risk.metrics import Metrics
+from stream_risk.settings import COMPRESSION_CODECS, ConfigError
+from stream_risk.state import SidecarState
+
+log = logging.getLogger("stream_risk.engine")
+
+
+#: How long `stop` waits for the last checkpoint's acks.
+STOP_CHECKPOINT_S = 10.0
+
+
+class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
+    """positions ⋈ market-ticks -> risk-actions, around one `Engine`."""
+
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        engine_config: EngineConfig | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.cfg = config
+        self.engine = Engine(engine_config)
+        self.metrics = metrics or Metrics.for_registry(CollectorRegistry())
+        self.metrics.state.bind(self.metrics_view)  # read when /metrics is scraped
+        self.clients = Clients(
+            config.bootstrap_servers,
+            config.client_id,
+            config.client_kwargs,
+            config.fetch_max_records,
+            config.fetch_max_wait_ms,
+        )
+        self.publisher = Publisher(config, self.metrics)
+        self._ticks: AIOKafkaConsumer | None = None
+        self._positions: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._pending: set[int] = set()  # assigned positions partitions awaiting rebuild
+        self._live: dict[int, int] = {}  # rebuilt partition -> next offset to process
+        self._held: dict[int, int] = {}  # revoked, state kept until the next assignment
+        self._tick_next: dict[int, int] = {}  # ticks partition -> next offset to process
+        self._config: AIOKafkaConsumer | None = None
+        self._config_topic: str | None = None  # set when the topic exists
+        self._config_caught_up = False
+        #: The alert state (the publisher's; `exposure_view` shows it).
+        self.alerts = self.publisher.alerts.tracker
+        self.recent_alerts = self.publisher.alerts.recent
+        #: Assets whose positions wait, and for what (as last logged and exported).
+        self._waiting: dict[str, tuple[str, ...]] = {}
+        self._joined = False
+        self._ticks_caught_up = False
+        self._connected = False
+        self._missing_topics: list[str] = []
+        self._idempotent = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._progress: dict[tuple[str, int], tuple[int, float]] = {}
+        self._stalled: list[str] = []
+        #: Partitions held at a record batch that cannot be read (all consumers).
+        self.unreadable = UnreadableTracker(self.metrics)
+        self._guards: dict[str, GuardedFetch] = {}
+        self._fetch_errors_logged: dict[str, float] = {}
+        self._fetch_failing: dict[str, str] = {}
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._commit_failing: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        cfg = self.cfg
+        self._stopping.clear()
+        if cfg.compression not in COMPRESSION_CODECS:
+            raise ConfigError(
+                f"compression {cfg.compression!r}: use one of {', '.join(COMPRESSION_CODECS)}"
+            )
+        missing_read = missing_codecs()
+        if missing_read:
+            log.warning(
+                "cannot read record batches compressed with %s: their partitions will be "
+                "held (see /readyz); install aiokafka's codec extras (cramjam)",
+                ", ".join(missing_read),
+            )
+        if cfg.compression in missing_read:
+            raise ConfigError(
+                f"compression {cfg.compression}: its library is not installed "
+                "(aiokafka's codec extras: cramjam); choose another or install it"
+            )
+        if cfg.tune_gc:
+            tune_gc()
+        kw = cfg.client_kwargs
+        wanted = [*cfg.topics, *cfg.control_topics]
+        missing = await topic_admin.missing_topics(cfg.bootstrap_servers, wanted, **kw)
+        missing_core = [t for t in missing if t in cfg.topics]
+        if missing_core and not cfg.create_topics:
+            raise topic_admin.MissingTopicsError(missing_core)
+        if missing and cfg.create_topics:
+            names = topic_admin.TopicNames(
+                positions=cfg.positions_topic,
+                market_ticks=cfg.ticks_topic,
+                risk_actions=cfg.actions_topic,
+                risk_dlq=cfg.dlq_topic,
+                risk_config=cfg.config_topic or topic_admin.RISK_CONFIG,
+                risk_alerts=cfg.alerts_topic or topic_admin.RISK_ALERTS,
+            )
+            specs = [s for s in topic_admin.topic_specs(names) if s.name in missing]
+            await topic_admin.create_topics(cfg.bootstrap_servers, specs, **kw)
+            missing = []
+        for t in missing:
+            log.warning(
+                "topic %s is missing: running without it (%s); create it with "
+                "`stream-risk topics create` to use it",
+                t,
+                "static limits, no live risk-config" if t == cfg.config_topic else "no alerts",
+            )
+        self._config_topic = cfg.config_topic if cfg.config_topic not in missing else None
+        self.publisher.alerts.topic = cfg.alerts_topic if cfg.alerts_topic not in missing else None
+        self.publisher.config_topic = self._config_topic
+        if cfg.idempotence == "auto":
+            self._idempotent = await topic_admin.probe_idempotence(cfg.bootstrap_servers, **kw)
+            if not self._idempotent:
+                log.warning(
+                    "the broker refused an idempotent producer: publishing with plain "
+                    "acks=all (duplicates possible on retries; consumers dedupe by key)"
+                )
+        else:
+            self._idempotent = cfg.idempotence == "on"
+        self.metrics.idempotence_enabled.set(1 if self._idempotent else 0)
+        producer = self.publisher.producer = self.clients.producer(
+            idempotent=self._idempotent,
+            compression=cfg.compression,
+            linger_ms=cfg.linger_ms,
+            max_request_size=cfg.max_request_size,
+        )
+        await producer.start()
+        self._connected = True
+        parts = await producer.partitions_for(cfg.actions_topic)
+        pos_parts = await producer.partitions_for(cfg.positions_topic)
+        self.publisher.co_partitioned = len(parts) >= len(pos_parts)
+        if not self.publisher.co_partitioned:
+            log.warning(
+                "%s has fewer partitions (%d) than %s (%d): actions are keyed by hash and "
+                "not read back on rebuild, so every position is re-published after a restart",
+                cfg.actions_topic,
+                len(parts),
+                cfg.positions_topic,
+                len(pos_parts),
+            )
+        await self._start_config()
+        await self._start_ticks()
+        self._positions = self.clients.group_consumer(
+            cfg.group_id,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+        )
+        await self._positions.start()
+        self._guard("positions", self._positions)
+        self._positions.subscribe([cfg.positions_topic], listener=Rebalance(self))
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        self.publisher.alerts.start_webhook()
+        self._tasks.append(asyncio.create_task(self._alert_loop(), name="alerts"))
+
+    async def run(self) -> None:
+        """Process until `stop()`. Call `start()` first."""
+        assert self._ticks is not None and self._positions is not None
+        # Every read goes through a guard: a batch that cannot be read holds its partition,
+        # loudly, instead of raising here (stream_risk.kafka.fetch).
+        ticks = self._guards["ticks"]
+        positions = self._guards["positions"]
+        configs = self._guards.get("config") if self._config is not None else None
+        max_records = self.cfg.fetch_max_records
+        publisher = self.publisher
+        t_ticks: asyncio.Task[Any] | None = None
+        t_pos: asyncio.Task[Any] | None = None
+        t_cfg: asyncio.Task[Any] | None = None
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                if self._pending:
+                    # A rebuild can be held at a batch it cannot read (for as long as it
+                    # stays unreadable): a stop must not wait for it. Nothing of a cancelled
+                    # rebuild is committed; the partitions are rebuilt on the next start.
+                    rebuild = asyncio.create_task(self._rebuild(), name="rebuild")
+                    await asyncio.wait({rebuild, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    if not rebuild.done():
+                        rebuild.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await rebuild
+                        break
+                    rebuild.result()
+                    continue
+                if t_ticks is None:
+                    t_ticks = asyncio.create_task(
+                        timed(ticks.getmany(timeout_ms=500, max_records=max_records))
+                    )
+                if t_pos is None:
+                    t_pos = asyncio.create_task(
+                        timed(positions.getmany(timeout_ms=500, max_records=max_records))
+                    )
+                if t_cfg is None and configs is not None:
+                    t_cfg = asyncio.create_task(timed(configs.getmany(timeout_ms=500)))
+                due = self.engine.next_due()
+                timeout = 1.0
+                if due is not None:
+                    timeout = min(timeout, max(0.0, (due - wall_ms()) / 1000))
+                checkpoint_in = publisher.seconds_to_due()
+                if checkpoint_in is not None:
+                    timeout = min(timeout, checkpoint_in)
+                waiting = {t_ticks, t_pos, stop_wait}
+                if t_cfg is not None:
+                    waiting.add(t_cfg)
+                done, _ = await asyncio.wait(
+                    waiting,
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                events: list[Event] = []
+                dead: list[DeadLetter] = []
+                commits: dict[TopicPartition, int] = {}
+                raw_pos: list[Sequence[Any]] = []
+                #: When the step's first records were fetched (engine latency).
+                fetched = math.inf
+                if t_cfg is not None and t_cfg in done:
+                    # Config first: a change applies to the positions and ticks after it.
+                    at, batch = self._task_result("config", t_cfg)
+                    fetched = min(fetched, at)
+                    t_cfg = None
+                    for records in batch.values():
+                        if records:
+                            events.extend(self._decode_config(records, dead))
+                            raw_pos.append(records)
+                if t_pos in done:
+                    at, batch = self._task_result("positions", t_pos)
+                    fetched = min(fetched, at)
+                    t_pos = None
+                    for tp, records in batch.items():
+                        nxt = self._live.get(tp.partition)
+                        if nxt is None:
+                            continue  # not ours (revoked) or still rebuilding
+                        fresh = [r for r in records if r.offset >= nxt]
+                        if fresh:
+                            events.extend(self._decode(fresh, is_tick=False, dead=dead))
+                            commits[tp] = fresh[-1].offset + 1
+                            raw_pos.append(fresh)
+                raw: list[Sequence[Any]] = []
+                if t_ticks in done:
+                    at, batch = self._task_result("ticks", t_ticks)
+                    fetched = min(fetched, at)
+                    t_ticks = None
+                    for tp, records in batch.items():
+                        if records:
+                            events.extend(self._decode(records, is_tick=True, dead=dead))
+                            self._tick_next[tp.partition] = records[-1].offset + 1
+                            raw.append(records)
+                if self._stopping.is_set() and not events:
+                    break
+                async with self._lock:
+                    # Partitions revoked while we waited: drop their records.
+                    if commits:
+                        keep = {p for p in self._live}
+                        events = [
+                            e
+                            for e in events
+                            if not isinstance(e, PositionEvent) or e.lineage.partition in keep
+                        ]
+                        commits = {tp: o for tp, o in commits.items() if tp.partition in keep}
+                    res = self.engine.step(events, wall_ms())
+                    if res.rejected:
+                        dead.extend(rejected_letters(res.rejected, [*raw, *raw_pos], -1))
+                        res.rejected.clear()
+                    # Produced freely: the acks and the commit of `commits` wait for the
+                    # next checkpoint (docs/design.md D15).
+                    await publisher.produce(
+                        res, dead, commits, fetched if events and fetched < math.inf else -1.0
+                    )
+                    for tp, off in commits.items():
+                        self._live[tp.partition] = off
+                    if publisher.due():
+                        await self._checkpoint()
+        finally:
+            for t in (t_ticks, t_pos, t_cfg, stop_wait):
+                if t is not None:
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
+
+    async def checkpoint(self) -> bool:
+        """Checkpoint now (between steps): every pending record acknowledged, then the
+        offsets they came from committed."""
+        async with self._lock:
+            return await self._checkpoint()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Flush, commit and leave the group. Safe to call more than once."""
+        self._stopping.set()
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks.clear()
+        for guard in self._guards.values():
+            guard.close()
+        self._guards.clear()
+        await self.publisher.alerts.stop_webhook()
+        producer = self.publisher.producer
+        if producer is not None and not self.publisher.idle:
+            # The last checkpoint: what was processed is committed once acknowledged; if
+            # the broker does not ack in time, nothing is, and the records are re-read.
+            async with self._lock:
+                try:
+                    if not await self._checkpoint(give_up_s=STOP_CHECKPOINT_S):
+                        log.warning(
+                            "stopping with %d records not acknowledged: their offsets are "
+                            "not committed (re-read at the next start)",
+                            self.publisher.pending,
+                        )
+                except KafkaError as exc:
+                    log.warning("the last checkpoint failed: %s", exc)
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                await producer.flush()
+        for c in (self._positions, self._ticks, self._config):
+            if c is not None:
+                with contextlib.suppress(KafkaError):
+                    await c.stop()
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+        self._positions = self._ticks = self._config = None
+        self.publisher.producer = None
+
+    # ------------------------------------------------------------------ sidecar state
+    def positions(self, asset: str | None = None) -> list[dict[str, Any]]:
+        return self.engine.snapshot(asset)
+
+    def risk_config(self) -> dict[str, Any]:
+        """`GET /config`: the config in force per scope and the history of changes."""
+        view = self.engine.config_view()
+        view["topic"] = self._config_topic
+        return view
+
+    def exposure_view(self) -> dict[str, Any]:
+        """`GET /exposure`: per asset and book, limits, breaches and the active alerts."""
+        view = self.engine.book_exposure()
+        view["alerts_active"] = [
+            {"key": k, "kind": kind, "details": d} for k, (kind, d) in self.alerts.active.items()
+        ]
+        view["alerts_recent"] = list(self.recent_alerts)[-20:]
+        return view
+
+    def exposure(self) -> dict[str, dict[str, float]]:
+        """Net and gross notional per asset at the latest tick (for `GET /positions`)."""
+        return self.engine.exposure()
+
+    # Bounded reads for the sidecar (docs/design.md D14): the engine's own pages and counts.
+    def positions_page(self, query: PositionQuery) -> PositionsPage:
+        return self.engine.positions_page(query)
+
+    def position(self, position_id: str) -> dict[str, Any] | None:
+        return self.engine.position(position_id)
+
+    def count(self, asset: str | None = None) -> int:
+        return self.engine.count(asset)
+
+    def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]]:
+        return self.engine.asset_exposure(assets)
+
+
+__all__ = ["ProcessorConfig", "StreamProcessor"]

@@ -1,0 +1,287 @@
+"""State recovery (DESIGN §4): what a processor reads back before it processes.
+
+- At start, `risk-config` from its beginning and `market-ticks` from a look-back window
+  are read to their end (the broadcast tables every instance holds).
+- On assignment a `positions` partition is paused and rebuilt from its beginning (the
+  compacted topic is the changelog; every version is read, the latest wins), together with
+  the same partition of `risk-actions` (the last action published per position, so timers
+  resume and unchanged positions are not re-published); then the group consumer continues
+  from where the rebuild ended. A partition revoked and handed straight back keeps its
+  state; one that moved away is dropped at the next assignment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from stream_risk.engine import PositionEvent, StepResult
+from stream_risk.kafka.base import ShellState
+from stream_risk.kafka.codec import DeadLetter, decode_action
+from stream_risk.kafka.config import wall_ms
+from stream_risk.kafka.fetch import GuardedFetch
+from stream_risk.kafka.publisher import rejected_letters
+from stream_risk.kafka.reader import read_to_end
+
+if TYPE_CHECKING:
+    from stream_risk.kafka.app import StreamProcessor
+
+log = logging.getLogger("stream_risk.engine")
+
+#: `getmany` timeout of a read to the end. A read ends when a fetch has told each
+#: partition's high watermark and the position reached it; a getmany with nothing to
+#: return waits out its whole timeout, so a long one only delays the end (by 200 ms per
+#: read of an empty topic at the reader's default).
+_READ_POLL_MS = 20
+
+
+@contextlib.contextmanager
+def _gc_paused(active: bool) -> Iterator[None]:
+    """No collections while a rebuild loads the table: it only adds long-lived objects."""
+    if not active or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, proc: StreamProcessor) -> None:
+        self.proc = proc
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.proc._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.proc._on_assigned(assigned)
+
+
+class RecoveryMixin(ShellState):
+    """Start-up reads, rebalancing and the rebuild of the processor's state."""
+
+    async def _start_config(self) -> None:
+        """Assign risk-config from its beginning and read it to the end (before ready)."""
+        topic = self._config_topic
+        if topic is None:
+            self._config_caught_up = True
+            return
+        consumer = self.clients.reader()
+        await consumer.start()
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self._config = consumer
+        dead: list[DeadLetter] = []
+        res = StepResult()
+
+        def collect(tp: TopicPartition, records: Sequence[Any]) -> None:
+            step = self.engine.step(self._decode_config(records, dead), wall_ms())
+            # Rejected at start: a record that was already bad when first read is DLQ'd
+            # again by each instance start; the DLQ says so with the same offset.
+            dead.extend(rejected_letters(step.rejected, [records], -1))
+            res.outputs.extend(step.outputs)
+
+        guard = self._guard("config", consumer)
+        await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS, guard=guard)
+        async with self._lock:
+            await self.publisher.produce(res, dead)
+            await self._checkpoint()
+        self._config_caught_up = True
+        log.info("risk-config caught up: %d scopes in force", len(self.engine.scopes))
+
+    async def _start_ticks(self) -> None:
+        """Assign every ticks partition from the look-back window and catch up to the end."""
+        cfg = self.cfg
+        consumer = self.clients.reader()
+        await consumer.start()
+        parts = consumer.partitions_for_topic(cfg.ticks_topic) or set()
+        tps = [TopicPartition(cfg.ticks_topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        since = wall_ms() - cfg.tick_lookback_ms
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
+        for tp in tps:
+            hit = found.get(tp)
+            if hit is None:
+                await consumer.seek_to_end(tp)
+            else:
+                # Some brokers answer 0 whatever the time (DESIGN §9): reading a little more
+                # history only refines the latest-market table, it never publishes.
+                consumer.seek(tp, hit.offset)
+        self._ticks = consumer
+        dead: list[DeadLetter] = []
+        res = StepResult()
+
+        def collect(tp: TopicPartition, records: Sequence[Any]) -> None:
+            # No positions are loaded yet: this only builds the latest-market table.
+            step = self.engine.step(self._decode(records, is_tick=True, dead=dead), wall_ms())
+            dead.extend(rejected_letters(step.rejected, [records], -1))
+            res.outputs.extend(step.outputs)
+            self._tick_next[tp.partition] = records[-1].offset + 1
+
+        guard = self._guard("ticks", consumer)
+        await read_to_end(consumer, tps, collect, poll_ms=_READ_POLL_MS, guard=guard)
+        async with self._lock:
+            await self.publisher.produce(res, dead)
+            await self._checkpoint()
+        self._ticks_caught_up = True
+        log.info("market ticks caught up: %d assets known", len(self.engine.table.markets))
+
+    # ------------------------------------------------------------------ rebalancing
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Keep what we held before the rebalance and still own; rebuild the rest.
+
+        Kafka's eager rebalancing revokes every partition before each assignment. A
+        partition revoked and handed straight back was owned by nobody else in between, so
+        its table, timers and next offset are still exact: it resumes without a rebuild.
+        """
+        self._joined = True
+        owned = {tp.partition for tp in assigned}
+        kept = {p: off for p, off in self._held.items() if p in owned}
+        for p in set(self._held) - owned:
+            dropped = self.engine.drop_partition(p)
+            log.info("partition %d moved away: dropped %d positions", p, dropped)
+        self._held.clear()
+        consumer = self._positions
+        for tp in assigned:
+            off = kept.get(tp.partition)
+            if off is not None:
+                self._live[tp.partition] = off
+                if consumer is not None:
+                    consumer.seek(tp, off)
+        new = [tp for tp in assigned if tp.partition not in self._live]
+        if new and consumer is not None:
+            consumer.pause(*new)
+        self._pending.update(tp.partition for tp in new)
+        log.info(
+            "assigned positions partitions %s (kept %s, to rebuild %s)",
+            sorted(owned),
+            sorted(kept),
+            sorted(tp.partition for tp in new),
+        )
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Checkpoint, then stop processing the revoked partitions; their state waits for
+        the assignment.
+
+        The checkpoint commits what was processed before the partitions go (the next owner
+        starts there). If it cannot be acknowledged in time (the broker is failing) nothing
+        of theirs is committed: the next owner re-reads from the last commit, and if they
+        come back here they are rebuilt rather than resumed, since what this instance
+        believes it published may not be in `risk-actions`."""
+        async with self._lock:
+            give_up = max(1.0, self.cfg.session_timeout_ms / 2000)
+            flushed = await self._checkpoint(give_up_s=give_up)
+            parts = {tp.partition for tp in revoked}
+            if not flushed:
+                self.publisher.drop_offsets(parts)
+                log.warning(
+                    "partitions %s revoked before their actions were acknowledged: nothing "
+                    "of theirs committed (the next owner re-reads them)",
+                    sorted(parts),
+                )
+            for tp in revoked:
+                self._pending.discard(tp.partition)
+                off = self._live.pop(tp.partition, None)
+                if off is not None and flushed:
+                    self._held[tp.partition] = off
+                elif off is not None:
+                    self.engine.drop_partition(tp.partition)
+
+    async def _rebuild(self) -> None:
+        """Rebuild every pending partition from its changelog, then resume it."""
+        cfg = self.cfg
+        assert self._positions is not None
+        parts = sorted(self._pending)
+        t0 = time.perf_counter()
+        reader = self.clients.reader("-rebuild")
+        await reader.start()
+        guard = GuardedFetch(reader, self.unreadable)
+        # No collections while the table loads: it only adds long-lived objects.
+        with _gc_paused(cfg.tune_gc):
+            try:
+                pos_tps = [TopicPartition(cfg.positions_topic, p) for p in parts]
+                committed: dict[int, int] = {}
+                for tp in pos_tps:
+                    c = await self._positions.committed(tp)
+                    committed[tp.partition] = -1 if c is None else c
+                dead: list[DeadLetter] = []
+                loaded = 0
+
+                def load(tp: TopicPartition, records: Sequence[Any]) -> None:
+                    nonlocal loaded
+                    # Records before the committed offset were DLQ'd when first consumed.
+                    bad: list[DeadLetter] = []
+                    events = self._decode(records, is_tick=False, dead=bad)
+                    first_new = committed[tp.partition]
+                    dead.extend(d for d in bad if d.lineage.offset >= first_new)
+                    rejected = self.engine.load(
+                        (e for e in events if isinstance(e, PositionEvent)), wall_ms()
+                    )
+                    dead.extend(rejected_letters(rejected, [records], first_new))
+                    loaded += len(records)
+
+                reader.assign(pos_tps)
+                await reader.seek_to_beginning(*pos_tps)
+                ends = await read_to_end(reader, pos_tps, load, poll_ms=_READ_POLL_MS, guard=guard)
+                if self.publisher.co_partitioned:
+                    act_tps = [TopicPartition(cfg.actions_topic, p) for p in parts]
+
+                    def restore(tp: TopicPartition, records: Sequence[Any]) -> None:
+                        for r in records:
+                            if r.key is not None:
+                                self.engine.restore(
+                                    tp.partition,
+                                    r.key.decode(errors="replace"),
+                                    decode_action(r.value),
+                                )
+
+                    reader.assign(act_tps)
+                    await reader.seek_to_beginning(*act_tps)
+                    await read_to_end(reader, act_tps, restore, poll_ms=_READ_POLL_MS, guard=guard)
+            finally:
+                guard.close()
+                await reader.stop()
+        async with self._lock:
+            now = wall_ms()
+            res = StepResult()
+            commits: dict[TopicPartition, int] = {}
+            for tp in pos_tps:
+                p = tp.partition
+                if p not in self._pending:  # revoked meanwhile
+                    self.engine.drop_partition(p)
+                    continue
+                settled = self.engine.settle(p, now)
+                res.outputs.extend(settled.outputs)
+                res.assessments += settled.assessments
+                self._positions.seek(tp, ends[tp])
+                commits[tp] = ends[tp]
+            await self.publisher.produce(res, dead, commits)
+            await self._checkpoint()
+            for tp in commits:
+                self._pending.discard(tp.partition)
+                self._live[tp.partition] = ends[tp]
+            self._positions.resume(*commits)
+        if cfg.tune_gc:
+            # The table is long-lived from here: keep the collector's full passes off it.
+            gc.freeze()
+        took = time.perf_counter() - t0
+        self.metrics.rebuild_seconds.observe(took)
+        log.info(
+            "rebuilt partitions %s: %d records, %d positions, %d actions in %.3fs",
+            parts,
+            loaded,
+            len(self.engine.table.positions),
+            len(res.outputs),
+            took,
+        )
