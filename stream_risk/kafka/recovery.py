@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
-from stream_risk.engine import PositionEvent, StepResult
+from stream_risk.engine import StepResult
 from stream_risk.kafka.base import ShellState
-from stream_risk.kafka.codec import DeadLetter, decode_action
+from stream_risk.kafka.codec import DeadLetter, decode_position_rows
 from stream_risk.kafka.config import wall_ms
 from stream_risk.kafka.fetch import GuardedFetch
 from stream_risk.kafka.publisher import rejected_letters
@@ -217,17 +217,18 @@ class RecoveryMixin(ShellState):
                     committed[tp.partition] = -1 if c is None else c
                 dead: list[DeadLetter] = []
                 loaded = 0
+                consumed = self.metrics.records_consumed.labels(topic=cfg.positions_topic)
 
                 def load(tp: TopicPartition, records: Sequence[Any]) -> None:
                     nonlocal loaded
                     # Records before the committed offset were DLQ'd when first consumed.
                     bad: list[DeadLetter] = []
-                    events = self._decode(records, is_tick=False, dead=bad)
+                    consumed.inc(len(records))
+                    # Decoded once, straight into the rows the table loads (no event each).
+                    rows = decode_position_rows(records, bad)
                     first_new = committed[tp.partition]
                     dead.extend(d for d in bad if d.lineage.offset >= first_new)
-                    rejected = self.engine.load(
-                        (e for e in events if isinstance(e, PositionEvent)), wall_ms()
-                    )
+                    rejected = self.engine.load_rows(tp.topic, tp.partition, rows, wall_ms())
                     dead.extend(rejected_letters(rejected, [records], first_new))
                     loaded += len(records)
 
@@ -238,13 +239,7 @@ class RecoveryMixin(ShellState):
                     act_tps = [TopicPartition(cfg.actions_topic, p) for p in parts]
 
                     def restore(tp: TopicPartition, records: Sequence[Any]) -> None:
-                        for r in records:
-                            if r.key is not None:
-                                self.engine.restore(
-                                    tp.partition,
-                                    r.key.decode(errors="replace"),
-                                    decode_action(r.value),
-                                )
+                        self.engine.restore_batch(tp.partition, records)
 
                     reader.assign(act_tps)
                     await reader.seek_to_beginning(*act_tps)

@@ -231,10 +231,17 @@ class EngineProcess:
         return Metrics.parse(body.decode())
 
     async def positions(self) -> list[dict[str, Any]]:
-        status, body = await self.get("/positions", timeout=20)
-        assert status == 200, body[:300]
-        rows: list[dict[str, Any]] = orjson.loads(body)["positions"]
-        return rows
+        """Every row of the table: `GET /positions` page after page (1000 a page)."""
+        rows: list[dict[str, Any]] = []
+        path = "/positions?limit=1000"
+        while True:
+            status, body = await self.get(path, timeout=20)
+            assert status == 200, body[:300]
+            page = orjson.loads(body)
+            rows.extend(page["positions"])
+            if page["next_cursor"] is None:
+                return rows
+            path = "/positions?limit=1000&cursor=" + page["next_cursor"]
 
     async def wait_caught_up(self, timeout: float = 120.0, quiet_s: float = 1.5) -> float:
         """Wait until every consumer-lag gauge is 0 and records consumed stopped moving for
