@@ -195,7 +195,7 @@ class Engine:
         res = StepResult()
         sink: dict[str, Trigger] = {}
         positions = self.table.positions
-        upsert = self.table.upsert
+        add_new = self.table.add_new
         max_future = self.config.max_future_ms
         for ev in events:
             msg = ev.message
@@ -232,7 +232,7 @@ class Engine:
             )
             if lineage.topic is not self._pos_topic:
                 self._pos_topic = lineage.topic
-            upsert(pos, None, None, 0.0)
+            add_new(pos)
         return res.rejected
 
     def load_rows(
@@ -244,12 +244,13 @@ class Engine:
     ) -> list[Rejected]:
         """`load`, for a batch of one partition's records decoded to rows (`codec.
         decode_position_rows`: key, message, offset, record timestamp) rather than events:
-        the changelog's common case goes straight into the table; anything else is made
-        the event `load` takes and takes its rule. The same table as `load`."""
+        the changelog's common case goes straight into the table (`Table.add_new`: its
+        sorted indexes are made when read, or by `settle`); anything else is made the event
+        `load` takes and takes its rule. The same table as `load`."""
         res = StepResult()
         sink: dict[str, Trigger] = {}
         positions = self.table.positions
-        upsert = self.table.upsert
+        add_new = self.table.add_new
         max_future = self.config.max_future_ms
         for key, msg, offset, record_ms in rows:
             if msg is not None and msg.config is None and not self.scopes:
@@ -276,7 +277,7 @@ class Engine:
                     )
                     if topic is not self._pos_topic:
                         self._pos_topic = topic
-                    upsert(pos, None, None, 0.0)
+                    add_new(pos)
                     continue
             ev = PositionEvent(key, msg, record_ms, Lineage(topic, partition, offset, record_ms))
             self._apply_position(ev, now_ms, sink, res, rebuilding=True)
@@ -355,6 +356,7 @@ class Engine:
         A restored action whose position is gone gets its tombstone.
         """
         res = StepResult()
+        self.table.sort_ids()  # what the load left out of the sorted indexes: one sort
         restored = self._restored.pop(partition, {})
         to_assess: list[tuple[PositionState, Trigger]] = []
         positions = self.table.positions
