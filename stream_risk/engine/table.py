@@ -527,22 +527,26 @@ class Table:
             return
         self._unsorted = {}
         self._ids.update(pending)
-        positions = self.positions
-        grouped: dict[str, list[str]] = {}
-        for pid in pending:
-            asset = positions[pid].asset
-            members = grouped.get(asset)
-            if members is None:
-                grouped[asset] = [pid]
-            else:
-                members.append(pid)
         by_asset = self._ids_by_asset
-        for asset, pids in grouped.items():
+        if len(pending) < len(self.by_asset):  # a few: each to its asset's
+            positions = self.positions
+            for pid in pending:
+                asset = positions[pid].asset
+                ids = by_asset.get(asset)
+                if ids is None:
+                    by_asset[asset] = SortedList([pid])
+                else:
+                    ids.add(pid)
+            return
+        # Many (a rebuild's): asset by asset. An asset's sorted ids are its members but
+        # the pending ones, so an asset without any has only pending members, and one with
+        # as many as its members has none.
+        for asset, members in self.by_asset.items():
             ids = by_asset.get(asset)
             if ids is None:
-                by_asset[asset] = SortedList(pids)
-            else:
-                ids.update(pids)
+                by_asset[asset] = SortedList(members)
+            elif len(ids) != len(members):
+                ids.update([pid for pid in members if pid in pending])
 
     def add_new(self, pos: PositionState) -> None:
         """`upsert(pos, None, None)` of a position not in the table (a rebuild's common

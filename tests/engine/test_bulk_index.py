@@ -77,3 +77,18 @@ def test_sort_ids_makes_the_indexes_and_settle_calls_it() -> None:
         "BTC": ["p1", "p2"],
         "ETH": ["p3"],
     }
+
+
+@pytest.mark.parametrize("n_new", [1, 2, 50])
+def test_sort_ids_onto_indexes_that_have_ids_already(n_new: int) -> None:
+    """A few pending ids (fewer than assets) go in one by one; many, asset by asset, onto
+    an asset that has sorted ids already, and one that has none."""
+    bulk, one = Table(), Table()
+    for t in (bulk, one):
+        for i in range(0, 40, 2):
+            t.upsert(PositionState(f"p{i:03d}", ("BTC", "ETH", "SOL")[i % 3], 1.0), None, None)
+    for i in range(1, 2 * n_new, 2):
+        asset = ("BTC", "XRP")[i % 4 == 1]
+        bulk.add_new(PositionState(f"p{i:03d}", asset, 1.0))
+        one.upsert(PositionState(f"p{i:03d}", asset, 1.0), None, None)
+    assert _state(bulk) == _state(one)
