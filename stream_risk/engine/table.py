@@ -502,9 +502,11 @@ class Table:
         self.sizes: dict[str, list[float]] = {}
         self._ids: SortedList = SortedList()
         self._ids_by_asset: dict[str, SortedList] = {}
-        #: Ids of positions in the table not in `_ids` nor `_ids_by_asset` yet (`add_new`),
-        #: an ordered set: each is in `positions`, and goes in under its asset as it is then.
-        self._unsorted: dict[str, None] = {}
+        #: Whether `add_new` may have left ids out of `_ids` and `_ids_by_asset`. A position
+        #: is in both or in neither: an asset's sorted ids are its members but those left
+        #: out (so an asset without sorted ids has only such members). No set of them is
+        #: kept: a dict of a million ids costs ~0.3 µs an insert, as much as the table's.
+        self._unsorted = False
 
     @property
     def ids(self) -> SortedList:
@@ -521,32 +523,38 @@ class Table:
         return self._ids_by_asset
 
     def sort_ids(self) -> None:
-        """Put the ids `add_new` left out into the sorted indexes: one `update` of each."""
-        pending = self._unsorted
-        if not pending:
+        """Put the ids `add_new` left out into the sorted indexes, asset by asset: an
+        asset without sorted ids gets them in one sort; one with fewer than its members
+        gets those it lacks in one `update`; `ids` gets them all in one. (A position is in
+        both indexes or in neither.)"""
+        if not self._unsorted:
             return
-        self._unsorted = {}
-        self._ids.update(pending)
+        self._unsorted = False
+        ids_all = self._ids
+        # `ids` lacks as many as the table has more (a position is in it or left out). As
+        # many as it holds, or more (a rebuild's): `update` would sort all anyway, so all
+        # go in, in the table's order (a few long sorted runs, a read's batches), not one
+        # run per asset. Fewer: those its assets lack, below.
+        refill = (len(self.positions) - len(ids_all)) * 4 >= len(ids_all)
+        if refill:
+            ids_all.clear()
+            ids_all.update(self.positions)
         by_asset = self._ids_by_asset
-        if len(pending) < len(self.by_asset):  # a few: each to its asset's
-            positions = self.positions
-            for pid in pending:
-                asset = positions[pid].asset
-                ids = by_asset.get(asset)
-                if ids is None:
-                    by_asset[asset] = SortedList([pid])
-                else:
-                    ids.add(pid)
-            return
-        # Many (a rebuild's): asset by asset. An asset's sorted ids are its members but
-        # the pending ones, so an asset without any has only pending members, and one with
-        # as many as its members has none.
+        added: list[str] = []
         for asset, members in self.by_asset.items():
             ids = by_asset.get(asset)
             if ids is None:
                 by_asset[asset] = SortedList(members)
+                if not refill:
+                    added.extend(members)
             elif len(ids) != len(members):
-                ids.update([pid for pid in members if pid in pending])
+                have = set(ids)
+                missing = [pid for pid in members if pid not in have]
+                ids.update(missing)
+                if not refill:
+                    added.extend(missing)
+        if not refill:
+            ids_all.update(added)
 
     def add_new(self, pos: PositionState) -> None:
         """`upsert(pos, None, None)` of a position not in the table (a rebuild's common
@@ -571,7 +579,7 @@ class Table:
             self.by_partition[pos.partition] = {pid: None}
         else:
             members[pid] = None
-        self._unsorted[pid] = None
+        self._unsorted = True
 
     def upsert(
         self,
@@ -601,16 +609,16 @@ class Table:
             self._sorted_add(pos.asset, pid)
             return
         if old_asset != pos.asset:
-            # An id `add_new` left unsorted goes in under the asset it has when sorted.
-            unsorted = pid in self._unsorted
+            # An id `add_new` left out stays out: it goes in under the asset it has then.
+            indexed = not self._unsorted or pid in self._ids
             if old_asset is not None:
                 self._unindex(self.by_asset, old_asset, pos.position_id)
-                if not unsorted:
+                if indexed:
                     self._sorted_discard(old_asset, pid)
                 if old_asset not in self.by_asset:
                     self.sizes.pop(old_asset, None)
             self.by_asset.setdefault(pos.asset, {})[pos.position_id] = None
-            if not unsorted:
+            if indexed:
                 self._sorted_add(pos.asset, pid)
         partition = pos.partition
         if old_partition != partition:
@@ -629,11 +637,9 @@ class Table:
             if pos.asset not in self.by_asset:
                 self.sizes.pop(pos.asset, None)
             self._unindex(self.by_partition, pos.partition, position_id)
-            if position_id in self._unsorted:  # not in the sorted indexes yet
-                del self._unsorted[position_id]
-            else:
-                self._ids.discard(position_id)
-                self._sorted_discard(pos.asset, position_id)
+            # (An id `add_new` left out is in neither index: nothing to discard.)
+            self._ids.discard(position_id)
+            self._sorted_discard(pos.asset, position_id)
         return pos
 
     def _sorted_add(self, asset: str, position_id: str) -> None:

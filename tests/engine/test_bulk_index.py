@@ -81,8 +81,8 @@ def test_sort_ids_makes_the_indexes_and_settle_calls_it() -> None:
 
 @pytest.mark.parametrize("n_new", [1, 2, 50])
 def test_sort_ids_onto_indexes_that_have_ids_already(n_new: int) -> None:
-    """A few pending ids (fewer than assets) go in one by one; many, asset by asset, onto
-    an asset that has sorted ids already, and one that has none."""
+    """Ids left out go in onto an asset that has sorted ids already (those it lacks), and
+    onto one that has none."""
     bulk, one = Table(), Table()
     for t in (bulk, one):
         for i in range(0, 40, 2):
