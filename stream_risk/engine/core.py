@@ -40,6 +40,7 @@ from stream_risk.engine.events import (
     Lineage,
     Output,
     PositionEvent,
+    PositionFields,
     Rejected,
     StepResult,
     TickEvent,
@@ -78,9 +79,9 @@ EmitPolicy = Literal["changed", "all"]
 
 #: The notional limits a scope may set (checked on exposure, not by the model).
 LIMIT_FIELDS = ("max_net_notional_usd", "max_gross_notional_usd")
-#: A `positions` record decoded for `Engine.load_rows`: (key, message or None for a
-#: tombstone, offset, record timestamp).
-PositionRow = tuple[str, PositionMessage | None, int, int]
+#: A `positions` record decoded for `Engine.load_rows`: (key, message, or its fields
+#: (`PositionFields`), or None for a tombstone, offset, record timestamp).
+PositionRow = tuple[str, PositionMessage | PositionFields | None, int, int]
 #: How many config changes `config_view()` remembers.
 CONFIG_HISTORY = 1000
 
@@ -195,7 +196,7 @@ class Engine:
         res = StepResult()
         sink: dict[str, Trigger] = {}
         positions = self.table.positions
-        upsert = self.table.upsert
+        add_new = self.table.add_new
         max_future = self.config.max_future_ms
         for ev in events:
             msg = ev.message
@@ -232,7 +233,7 @@ class Engine:
             )
             if lineage.topic is not self._pos_topic:
                 self._pos_topic = lineage.topic
-            upsert(pos, None, None, 0.0)
+            add_new(pos)
         return res.rejected
 
     def load_rows(
@@ -244,42 +245,74 @@ class Engine:
     ) -> list[Rejected]:
         """`load`, for a batch of one partition's records decoded to rows (`codec.
         decode_position_rows`: key, message, offset, record timestamp) rather than events:
-        the changelog's common case goes straight into the table; anything else is made
-        the event `load` takes and takes its rule. The same table as `load`."""
+        the changelog's common case goes straight into the table (`Table.add_new`: its
+        sorted indexes are made when read, or by `settle`); anything else is made the event
+        `load` takes and takes its rule. The same table as `load`."""
         res = StepResult()
         sink: dict[str, Trigger] = {}
         positions = self.table.positions
-        upsert = self.table.upsert
+        add_new = self.table.add_new
         max_future = self.config.max_future_ms
+        loaded = False
         for key, msg, offset, record_ms in rows:
-            if msg is not None and msg.config is None and not self.scopes:
-                body_id = msg.position_id
-                pid = body_id or key or msg.asset
-                ts = msg.ts if msg.ts is not None else record_ms
-                ref = _future_reference(now_ms, record_ms)
+            # The common case of a changelog, inline: as in `load`.
+            if (
+                msg is not None
+                and not self.scopes
+                and (isinstance(msg, PositionFields) or msg.config is None)
+            ):
+                if isinstance(msg, PositionFields):
+                    body_id, asset, size, entry, ts, opened_at, age, pnl = msg
+                else:
+                    body_id, asset, size, entry = (
+                        msg.position_id,
+                        msg.asset,
+                        msg.size,
+                        msg.entry_price,
+                    )
+                    ts, opened_at, age, pnl = (
+                        msg.ts,
+                        msg.opened_at,
+                        msg.age_minutes,
+                        msg.unrealized_pnl,
+                    )
+                pid = body_id or key or asset
+                if ts is None:
+                    ts = record_ms
+                # _future_reference(now_ms, record_ms), inline.
+                if record_ms < MIN_RECORD_TS_MS:
+                    ref = now_ms
+                elif now_ms is None or record_ms < now_ms:
+                    ref = record_ms
+                else:
+                    ref = now_ms
                 if not (
                     pid in positions
                     or (key and body_id and key != body_id)
                     or (ref is not None and ts > ref + max_future)
                 ):
-                    pos = PositionState(
-                        pid,
-                        msg.asset,
-                        msg.size,
-                        msg.entry_price,
-                        ts,
-                        msg.opened_at,
-                        msg.age_minutes or 0.0,
-                        msg.unrealized_pnl,
-                        partition,
-                        offset,
+                    add_new(
+                        PositionState(
+                            pid,
+                            asset,
+                            size,
+                            entry,
+                            ts,
+                            opened_at,
+                            age or 0.0,
+                            pnl,
+                            partition,
+                            offset,
+                        )
                     )
-                    if topic is not self._pos_topic:
-                        self._pos_topic = topic
-                    upsert(pos, None, None, 0.0)
+                    loaded = True
                     continue
+            if isinstance(msg, PositionFields):
+                msg = msg.message()
             ev = PositionEvent(key, msg, record_ms, Lineage(topic, partition, offset, record_ms))
             self._apply_position(ev, now_ms, sink, res, rebuilding=True)
+        if loaded and topic is not self._pos_topic:
+            self._pos_topic = topic
         return res.rejected
 
     def restore(
@@ -355,6 +388,7 @@ class Engine:
         A restored action whose position is gone gets its tombstone.
         """
         res = StepResult()
+        self.table.sort_ids()  # what the load left out of the sorted indexes: one sort
         restored = self._restored.pop(partition, {})
         to_assess: list[tuple[PositionState, Trigger]] = []
         positions = self.table.positions

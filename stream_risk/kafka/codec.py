@@ -10,8 +10,15 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from stream_risk.config import SCOPE_FORMS, RiskConfigPatch, is_scope, patch_dict
-from stream_risk.engine.events import ConfigEvent, Lineage, PositionEvent, TickEvent
+from stream_risk.engine.events import (
+    ConfigEvent,
+    Lineage,
+    PositionEvent,
+    PositionFields,
+    TickEvent,
+)
 from stream_risk.engine.record import ReadAction, read_action
+from stream_risk.kafka.fastdecode import Unsupported, fast_decoder
 from stream_risk.models import MarketTick, PositionMessage
 
 #: Builds a named tuple from its fields without its Python `__new__` (half the cost: the
@@ -20,6 +27,22 @@ _make = tuple.__new__
 
 #: A value larger than this is refused before parsing (DLQ'd as it is).
 MAX_VALUE_BYTES = 256 * 1024
+
+
+def _no_fast_decode(value: bytes) -> PositionFields | None:
+    return None
+
+
+#: The rebuild's decode of the common `positions` record (no config of its own): orjson
+#: and checks made from `PositionMessage`'s fields (`fastdecode`), None for any other
+#: record (pydantic validates it). Off (pydantic for every record) if the model outgrows
+#: the checks: `FAST_POSITION_OFF` says why.
+FAST_POSITION_OFF: str | None = None
+try:
+    fast_position = fast_decoder(PositionMessage, PositionFields)
+except Unsupported as exc:
+    FAST_POSITION_OFF = str(exc)
+    fast_position = _no_fast_decode
 
 
 class Record(Protocol):
@@ -147,12 +170,15 @@ def decode_position(rec: Record) -> PositionEvent | DeadLetter:
 
 def decode_position_rows(
     records: Iterable[Record], dead: list[DeadLetter]
-) -> list[tuple[str, PositionMessage | None, int, int]]:
+) -> list[tuple[str, PositionMessage | PositionFields | None, int, int]]:
     """`decode_position` for a batch of one partition's records, decoded to the rows
     `Engine.load_rows` takes (key, message, offset, record timestamp) instead of events;
-    every record `decode_position` refuses goes to `dead`, as it would."""
-    rows: list[tuple[str, PositionMessage | None, int, int]] = []
+    every record `decode_position` refuses goes to `dead`, as it would. The common record
+    (no config of its own) is decoded by `fast_position` to `PositionFields`, the same
+    values as the model's; any other is validated by pydantic to a `PositionMessage`."""
+    rows: list[tuple[str, PositionMessage | PositionFields | None, int, int]] = []
     append = rows.append
+    fast = fast_position
     validate = PositionMessage.__pydantic_validator__.validate_json
     for rec in records:
         raw_key, value = rec.key, rec.value
@@ -160,10 +186,18 @@ def decode_position_rows(
             # The common case inline (see decode_position); anything unusual takes it.
             try:
                 key = raw_key.decode()
-                append((key, validate(value), rec.offset, rec.timestamp))
-                continue
-            except (UnicodeDecodeError, ValidationError):
+            except UnicodeDecodeError:
                 pass
+            else:
+                fields = fast(value)
+                if fields is not None:
+                    append((key, fields, rec.offset, rec.timestamp))
+                    continue
+                try:
+                    append((key, validate(value), rec.offset, rec.timestamp))
+                    continue
+                except ValidationError:
+                    pass
         ev = decode_position(rec)
         if isinstance(ev, DeadLetter):
             dead.append(ev)
