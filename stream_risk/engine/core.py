@@ -16,52 +16,50 @@ Time:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Container, Iterable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from collections.abc import Container, Iterable
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from stream_risk.assessor import assess
 from stream_risk.config import (
-    DEFAULT_CONFIG,
-    SCOPE_ASSET,
-    SCOPE_GLOBAL,
-    SCOPE_POSITION,
     RiskConfig,
     patch_dict,
 )
-from stream_risk.engine.estimates import MarketDefaults, VolEstimator
+from stream_risk.engine.base import (
+    CONFIG_HISTORY,
+    EngineConfig,
+    EngineParts,
+    Restored,
+    Stats,
+    future_reference,
+)
 from stream_risk.engine.events import (
     NO_LINEAGE,
-    ConfigEvent,
     Event,
     Lineage,
     Output,
     PositionEvent,
-    PositionFields,
     Rejected,
     StepResult,
     TickEvent,
     Trigger,
 )
+from stream_risk.engine.exposure import ExposureMixin
+from stream_risk.engine.rebuild import RebuildMixin
 from stream_risk.engine.record import (
-    ReadAction,
     action_record,
     apply_hysteresis,
     apply_stale_policy,
-    read_action,
     should_emit,
 )
+from stream_risk.engine.replay_api import ReplayMixin
+from stream_risk.engine.scopes import ScopesMixin
 from stream_risk.engine.table import (
-    DEFAULT_MARKET,
-    DEFAULT_VOL,
-    LastAction,
     MadeAction,
     MarketState,
     PositionState,
-    PriceHistory,
     Table,
 )
 from stream_risk.engine.timers import Timers
@@ -72,71 +70,14 @@ from stream_risk.engine.views import (
     positions_page,
     resolve_assets,
 )
-from stream_risk.engine.views import waiting_detail as _waiting_detail
 from stream_risk.models import MarketTick, PositionMessage
 
-EmitPolicy = Literal["changed", "all"]
 
-#: The notional limits a scope may set (checked on exposure, not by the model).
-LIMIT_FIELDS = ("max_net_notional_usd", "max_gross_notional_usd")
-#: A `positions` record decoded for `Engine.load_rows`: (key, message, or its fields
-#: (`PositionFields`), or None for a tombstone, offset, record timestamp).
-PositionRow = tuple[str, PositionMessage | PositionFields | None, int, int]
-#: How many config changes `config_view()` remembers.
-CONFIG_HISTORY = 1000
+class Engine(RebuildMixin, ScopesMixin, ExposureMixin, ReplayMixin, EngineParts):
+    """Latest positions and markets, re-evaluation timers, and the emission policy.
 
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    risk: RiskConfig = DEFAULT_CONFIG
-    emit: EmitPolicy = "changed"
-    #: A tick older than this at assessment time marks the action `stale_market_data`.
-    max_tick_age_ms: int = 60_000
-    #: A record whose ts is further than this ahead of `now` is rejected (clock skew guard).
-    max_future_ms: int = 300_000
-    #: A timer firing later than this is re-based to `now - max_timer_lateness_ms`.
-    max_timer_lateness_ms: int = 60_000
-    #: `changed` emission publishes when the score moves by at least this many points.
-    score_change_points: float = 1.0
-    #: Market fields a feed never gives (spread None: wait for the feed's).
-    market_defaults: MarketDefaults = DEFAULT_MARKET
-    #: The vol estimate used while an asset's feed gives no volatility_1d (None: off, wait).
-    vol: VolEstimator | None = DEFAULT_VOL
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters the shells export as metrics. Plain ints: the core has no metrics library."""
-
-    assessments: int = 0
-    published: int = 0
-    suppressed: int = 0
-    tombstones: int = 0
-    waiting: int = 0
-    stale_assessments: int = 0
-    out_of_order_ticks: int = 0
-    out_of_order_positions: int = 0
-    duplicate_ticks: int = 0
-    duplicate_positions: int = 0
-    future_records: int = 0
-    config_changes: int = 0
-    config_rejected: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass(slots=True)
-class _Restored:
-    last: LastAction
-    next_due: int
-    position_ts: int
-    tick_ts: int
-    config_version: dict[str, int]
-
-
-class Engine:
-    """Latest positions and markets, re-evaluation timers, and the emission policy."""
+    The live path is here; the rebuild, risk-config scopes, exposure and replay's fast
+    path are its parts (mixins over `EngineParts`, see engine/base.py)."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
@@ -145,7 +86,7 @@ class Engine:
         self.stats = Stats()
         self._config_cache: dict[tuple[tuple[str, Any], ...], RiskConfig] = {}
         #: Last published actions read back from `risk-actions`, by partition, until settled.
-        self._restored: dict[int, dict[str, _Restored]] = {}
+        self._restored: dict[int, dict[str, Restored]] = {}
         #: risk-config overrides in force: scope -> (fields, offset of the record).
         self.scopes: dict[str, tuple[dict[str, Any], int]] = {}
         #: The latest changes of risk-config (applied or rejected), oldest first.
@@ -186,325 +127,6 @@ class Engine:
         """Event time of the earliest pending re-evaluation, or None."""
         return self.timers.next_due(self.table.positions.get)
 
-    # ------------------------------------------------------------------ rebuild path
-    def load(self, events: Iterable[PositionEvent], now_ms: int | None = None) -> list[Rejected]:
-        """Rebuild: apply position records without assessing (the latest version wins).
-
-        `now_ms` (wall time live) lets the rebuild refuse what the live path refused for a
-        future `ts` (see `_future_reference`); without it nothing is refused for its time.
-        """
-        res = StepResult()
-        sink: dict[str, Trigger] = {}
-        positions = self.table.positions
-        add_new = self.table.add_new
-        max_future = self.config.max_future_ms
-        for ev in events:
-            msg = ev.message
-            # The common case of a changelog, inline: a position not in the table yet, its
-            # id agreed, no config of its own or in force, its ts not from the future.
-            # Anything else takes `_apply_position` (the live path's rules, in its order).
-            if msg is None or msg.config is not None or self.scopes:
-                self._apply_position(ev, now_ms, sink, res, rebuilding=True)
-                continue
-            key = ev.position_id
-            body_id = msg.position_id
-            pid = body_id or key or msg.asset
-            lineage = ev.lineage
-            ts = msg.ts if msg.ts is not None else ev.ts_fallback
-            ref = _future_reference(now_ms, lineage.timestamp_ms)
-            if (
-                pid in positions
-                or (key and body_id and key != body_id)
-                or (ref is not None and ts > ref + max_future)
-            ):
-                self._apply_position(ev, now_ms, sink, res, rebuilding=True)
-                continue
-            pos = PositionState(
-                pid,
-                msg.asset,
-                msg.size,
-                msg.entry_price,
-                ts,
-                msg.opened_at,
-                msg.age_minutes or 0.0,
-                msg.unrealized_pnl,
-                lineage.partition,
-                lineage.offset,
-            )
-            if lineage.topic is not self._pos_topic:
-                self._pos_topic = lineage.topic
-            add_new(pos)
-        return res.rejected
-
-    def load_rows(
-        self,
-        topic: str,
-        partition: int,
-        rows: Iterable[PositionRow],
-        now_ms: int | None = None,
-    ) -> list[Rejected]:
-        """`load`, for a batch of one partition's records decoded to rows (`codec.
-        decode_position_rows`: key, message, offset, record timestamp) rather than events:
-        the changelog's common case goes straight into the table (`Table.add_new`: its
-        sorted indexes are made when read, or by `settle`); anything else is made the event
-        `load` takes and takes its rule. The same table as `load`."""
-        res = StepResult()
-        sink: dict[str, Trigger] = {}
-        positions = self.table.positions
-        add_new = self.table.add_new
-        max_future = self.config.max_future_ms
-        loaded = False
-        for key, msg, offset, record_ms in rows:
-            # The common case of a changelog, inline: as in `load`.
-            if (
-                msg is not None
-                and not self.scopes
-                and (isinstance(msg, PositionFields) or msg.config is None)
-            ):
-                if isinstance(msg, PositionFields):
-                    body_id, asset, size, entry, ts, opened_at, age, pnl = msg
-                else:
-                    body_id, asset, size, entry = (
-                        msg.position_id,
-                        msg.asset,
-                        msg.size,
-                        msg.entry_price,
-                    )
-                    ts, opened_at, age, pnl = (
-                        msg.ts,
-                        msg.opened_at,
-                        msg.age_minutes,
-                        msg.unrealized_pnl,
-                    )
-                pid = body_id or key or asset
-                if ts is None:
-                    ts = record_ms
-                # _future_reference(now_ms, record_ms), inline.
-                if record_ms < MIN_RECORD_TS_MS:
-                    ref = now_ms
-                elif now_ms is None or record_ms < now_ms:
-                    ref = record_ms
-                else:
-                    ref = now_ms
-                if not (
-                    pid in positions
-                    or (key and body_id and key != body_id)
-                    or (ref is not None and ts > ref + max_future)
-                ):
-                    add_new(
-                        PositionState(
-                            pid,
-                            asset,
-                            size,
-                            entry,
-                            ts,
-                            opened_at,
-                            age or 0.0,
-                            pnl,
-                            partition,
-                            offset,
-                        )
-                    )
-                    loaded = True
-                    continue
-            if isinstance(msg, PositionFields):
-                msg = msg.message()
-            ev = PositionEvent(key, msg, record_ms, Lineage(topic, partition, offset, record_ms))
-            self._apply_position(ev, now_ms, sink, res, rebuilding=True)
-        if loaded and topic is not self._pos_topic:
-            self._pos_topic = topic
-        return res.rejected
-
-    def restore(
-        self,
-        partition: int,
-        position_id: str,
-        value: ReadAction | Mapping[str, Any] | None,
-    ) -> None:
-        """Rebuild: remember the last action published for a position (None: a tombstone).
-
-        `value`: the record as `codec.decode_action` reads it (`ReadAction`: its bytes are
-        kept as read), or as a dict (encoded again)."""
-        restored = self._restored.get(partition)
-        if restored is None:
-            restored = self._restored[partition] = {}
-        if value is None:
-            restored.pop(position_id, None)
-            return
-        if not isinstance(value, ReadAction):
-            value = read_action(_compact(orjson.dumps(value)))
-            assert value is not None  # a dict encodes to a readable object
-        restored[position_id] = _Restored(
-            LastAction(
-                value.action,
-                value.hedge_pct,
-                value.instrument,
-                value.risk_score,
-                value.stale,
-                value.value,
-            ),
-            value.next_due,
-            value.position_ts,
-            value.tick_ts,
-            value.config_version,
-        )
-
-    def restore_batch(self, partition: int, records: Iterable[Any]) -> None:
-        """Rebuild: `restore` every record (aiokafka's: `key`, `value` bytes) of a read of
-        `risk-actions` partition `partition`, in order; a record without a key is skipped."""
-        restored = self._restored.get(partition)
-        if restored is None:
-            restored = self._restored[partition] = {}
-        for rec in records:
-            key = rec.key
-            if key is None:
-                continue
-            pid = key.decode(errors="replace")
-            value = rec.value
-            read = None if value is None else read_action(value)
-            if read is None:
-                restored.pop(pid, None)
-                continue
-            restored[pid] = _Restored(
-                LastAction(
-                    read.action,
-                    read.hedge_pct,
-                    read.instrument,
-                    read.risk_score,
-                    read.stale,
-                    read.value,
-                ),
-                read.next_due,
-                read.position_ts,
-                read.tick_ts,
-                read.config_version,
-            )
-
-    def settle(self, partition: int, now_ms: int) -> StepResult:
-        """Rebuild done for `partition`: resume timers, act on what changed while down.
-
-        A position whose restored action was made from the same position and tick versions
-        keeps its action and timer and publishes nothing; any other position is assessed.
-        A restored action whose position is gone gets its tombstone.
-        """
-        res = StepResult()
-        self.table.sort_ids()  # what the load left out of the sorted indexes: one sort
-        restored = self._restored.pop(partition, {})
-        to_assess: list[tuple[PositionState, Trigger]] = []
-        positions = self.table.positions
-        markets = self.table.markets
-        waiting: list[str] = []  # positions assessed here that wait for their market
-        for pid in list(self.table.by_partition.get(partition, ())):
-            pos = positions[pid]
-            r = restored.pop(pid, None) if restored else None
-            market = markets.get(pos.asset)
-            if r is None or r.position_ts != pos.ts:
-                # Never published, or the position changed since (a resize consumed just
-                # before a crash): its latest record must describe it as it is (§3).
-                if r is not None:
-                    pos.last = r.last
-                if market is None or not market.complete:
-                    waiting.append(pid)  # what `_assess` would do: count it, no more
-                else:
-                    to_assess.append((pos, "position"))
-                continue
-            pos.last = r.last
-            if r.config_version != (pos.config_version or {}):
-                to_assess.append((pos, "config"))
-            elif market is None or r.tick_ts != market.ts or r.next_due < 0:
-                # Only the market moved on: the tick rules decide whether to publish.
-                to_assess.append((pos, "tick"))
-            else:
-                self.schedule(pos, r.next_due)
-        self.stats.waiting += len(waiting)
-        for pos, trigger in to_assess:
-            self._assess(pos, trigger, now_ms, -1, res)
-        due = self.next_due()
-        if due is not None and due <= now_ms:
-            skip = {pos.position_id for pos, _ in to_assess}
-            skip.update(waiting)
-            self._fire_timers(now_ms, res, skip=skip)
-        for pid in restored:
-            res.outputs.append(Output(pid, None, partition=partition))
-            self.stats.tombstones += 1
-        return res
-
-    def drop_partition(self, partition: int) -> int:
-        """Revocation: forget the positions (and timers) of a positions partition."""
-        self._restored.pop(partition, None)
-        pids = list(self.table.by_partition.get(partition, ()))
-        for pid in pids:
-            pos = self.table.remove(pid)
-            if pos is not None:
-                pos.next_due = -1
-                pos.last = None  # its action references it: no cycle left behind
-        return len(pids)
-
-    # ------------------------------------------------------------------ replay's fast path
-    def apply_market(
-        self,
-        asset: str,
-        ts: int,
-        current_price: float,
-        volatility_1d: float | None,
-        spot_spread_bps: float,
-        perp_funding_rate: float,
-        bid_depth_usd: float,
-        ask_depth_usd: float,
-        given: int,
-        history: PriceHistory | None = None,
-        duplicates: int = 0,
-    ) -> None:
-        """Set `asset`'s market as after a run of its ticks not stepped through one by one
-        (replay's fast path: their assessments published nothing, see `assess_quietly`):
-        the values as of the last (`MarketState.set_as_of`; `given`: the MARKET_INPUTS
-        bits the feed had given by then; `history` feeds the vol estimate). `duplicates`:
-        how many of those ticks were duplicate deliveries (counted as `step` counts them)."""
-        market = self.table.markets.get(asset)
-        if market is None:
-            cfg = self.config
-            market = self.table.markets[asset] = MarketState(asset, cfg.market_defaults, cfg.vol)
-        market.set_as_of(
-            ts,
-            current_price,
-            volatility_1d,
-            spot_spread_bps,
-            perp_funding_rate,
-            bid_depth_usd,
-            ask_depth_usd,
-            given,
-            history,
-        )
-        self.stats.duplicate_ticks += duplicates
-
-    def assess_quietly(self, position_id: str, event_ts: int, n: int = 1) -> int:
-        """Count `n` tick assessments of a position that published nothing (replay's fast
-        path skips them; `step` would have suppressed them), the last as of `event_ts` on
-        its asset's market as it now is; returns the due time of the re-evaluation that one
-        sets. Not scheduled: the caller schedules (`schedule`) in the order of the ticks."""
-        pos = self.table.positions[position_id]
-        market = self.table.markets[pos.asset]
-        vol, spread = market.volatility_1d, market.spot_spread_bps
-        assert vol is not None and spread is not None  # a quiet tick is of a complete market
-        re_eval = assess(
-            pos.size,
-            pos.entry_price,
-            pos.age_minutes(event_ts),
-            pos.unrealized_pnl,
-            market.current_price,
-            vol,
-            spread,
-            market.perp_funding_rate,
-            market.bid_depth_usd,
-            market.ask_depth_usd,
-            pos.config or self.config.risk,
-            pos.asset,
-        ).re_evaluate_minutes
-        stats = self.stats
-        stats.assessments += n
-        stats.suppressed += n
-        return event_ts + re_eval * 60_000
-
     # ------------------------------------------------------------------ reads
     def snapshot(self, asset: str | None = None) -> list[dict[str, Any]]:
         """The whole table as JSON-ready rows, with each position's latest published action.
@@ -533,133 +155,6 @@ class Engine:
         if asset is None:
             return len(t.positions)
         return sum(len(t.ids_by_asset[a]) for a in resolve_assets(t, asset))
-
-    def waiting(self) -> dict[str, dict[str, Any]]:
-        """Assets whose positions cannot be assessed yet: per asset, how many positions
-        wait and what for (`MarketState.waiting`). O(assets)."""
-        out: dict[str, dict[str, Any]] = {}
-        markets = self.table.markets
-        for asset, pids in self.table.by_asset.items():
-            detail = _waiting_detail(asset, markets.get(asset))
-            if detail is not None:
-                out[asset] = {"positions": len(pids), **detail}
-        return out
-
-    def exposure(self) -> dict[str, dict[str, float]]:
-        """Net and gross notional per asset at the latest price (positions with a market)."""
-        out: dict[str, dict[str, float]] = {}
-        for asset, pids in self.table.by_asset.items():
-            market = self.table.markets.get(asset)
-            if market is None or market.ts < 0:
-                continue
-            price = market.current_price
-            net = gross = 0.0
-            for pid in pids:
-                size = self.table.positions[pid].size
-                net += size * price
-                gross += abs(size * price)
-            out[asset] = {"net_notional_usd": net, "gross_notional_usd": gross}
-        return out
-
-    def limits(self) -> dict[str, dict[str, float]]:
-        """Notional limits in force: `book` (from `global`, else the engine's config) and
-        per asset (from `asset:<ASSET>` scopes only: a book limit is not an asset's)."""
-        out: dict[str, dict[str, float]] = {}
-        book: dict[str, float] = {}
-        base = self.config.risk
-        glob = self.scopes.get(SCOPE_GLOBAL, ({}, -1))[0]
-        for name in LIMIT_FIELDS:
-            v = glob.get(name, getattr(base, name))
-            if v is not None:
-                book[name] = float(v)
-        if book:
-            out["book"] = book
-        for scope, (fields, _) in self.scopes.items():
-            if scope.startswith(SCOPE_ASSET):
-                lim = {n: float(fields[n]) for n in LIMIT_FIELDS if fields.get(n) is not None}
-                if lim:
-                    out[scope] = lim
-        return out
-
-    def book_exposure(self) -> dict[str, Any]:
-        """Net / gross notional and P&L under the four moves, per asset and for the book,
-        at the latest price of each asset; with the limits in force and their breaches.
-
-        P&L at move m of a set of positions = Σ size × price × m = net notional × m.
-        Positions whose market has no price yet count in `positions` only.
-        """
-        moves = self._moves()
-        assets: dict[str, dict[str, Any]] = {}
-        book_net = book_gross = 0.0
-        book_n = 0
-        for asset, pids in self.table.by_asset.items():
-            e = assets[asset] = self._asset_exposure(asset, len(pids), moves)
-            book_net += e["net_notional_usd"]
-            book_gross += e["gross_notional_usd"]
-            book_n += len(pids)
-        book: dict[str, Any] = {
-            "positions": book_n,
-            "net_notional_usd": book_net,
-            "gross_notional_usd": book_gross,
-        }
-        for name, m in moves:
-            book[name] = book_net * m
-        limits = self.limits()
-        breaches = []
-        for scope, lim in limits.items():
-            x = book if scope == "book" else assets.get(scope[len(SCOPE_ASSET) :])
-            if x is None:
-                continue
-            for name, value in (
-                ("max_net_notional_usd", abs(x["net_notional_usd"])),
-                ("max_gross_notional_usd", x["gross_notional_usd"]),
-            ):
-                limit = lim.get(name)
-                if limit is not None and value > limit:
-                    breaches.append(
-                        {"scope": scope, "limit": name, "limit_usd": limit, "value_usd": value}
-                    )
-        return {"assets": assets, "book": book, "limits": limits, "breaches": breaches}
-
-    def asset_exposure(self, assets: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """`book_exposure()["assets"]` for these assets only (those of the table among
-        them): O(len(assets)), e.g. the assets of a page of `GET /positions`."""
-        moves = self._moves()
-        by_asset = self.table.by_asset
-        return {
-            a: self._asset_exposure(a, len(by_asset[a]), moves) for a in assets if a in by_asset
-        }
-
-    def _moves(self) -> tuple[tuple[str, float], ...]:
-        cfg = self.config.risk
-        return (
-            ("pnl_down_5pct", -cfg.large_move),
-            ("pnl_down_2pct", -cfg.small_move),
-            ("pnl_up_2pct", cfg.small_move),
-            ("pnl_up_5pct", cfg.large_move),
-        )
-
-    def _asset_exposure(
-        self, asset: str, n: int, moves: tuple[tuple[str, float], ...]
-    ) -> dict[str, Any]:
-        market = self.table.markets.get(asset)
-        priced = market is not None and market.ts >= 0
-        price = market.current_price if market is not None and priced else 0.0
-        net = gross = 0.0
-        if priced:
-            # Σ size × price = price × Σ size (the table keeps the sums per asset).
-            net_size, gross_size = self.table.sizes.get(asset, (0.0, 0.0))
-            net = net_size * price
-            gross = gross_size * price
-        e: dict[str, Any] = {
-            "positions": n,
-            "price": price if priced else None,
-            "net_notional_usd": net,
-            "gross_notional_usd": gross,
-        }
-        for name, m in moves:
-            e[name] = net * m
-        return e
 
     # ------------------------------------------------------------------ internals
     def schedule(self, pos: PositionState, due: int) -> None:
@@ -708,7 +203,7 @@ class Engine:
         since came in by a position update, which put them there too.
         """
         stats = self.stats
-        ref = _future_reference(now_ms, lineage.timestamp_ms)
+        ref = future_reference(now_ms, lineage.timestamp_ms)
         if ref is not None and tick.ts > ref + self.config.max_future_ms:
             stats.future_records += 1
             res.rejected.append(
@@ -770,7 +265,7 @@ class Engine:
             )
             return
         ts = msg.ts if msg.ts is not None else ev.ts_fallback
-        ref = _future_reference(now_ms, ev.lineage.timestamp_ms)
+        ref = future_reference(now_ms, ev.lineage.timestamp_ms)
         if ref is not None and ts > ref + self.config.max_future_ms:
             if not rebuilding:  # counted when first consumed
                 stats.future_records += 1
@@ -853,133 +348,6 @@ class Engine:
             and pos.unrealized_pnl == msg.unrealized_pnl
             and (pos.overrides or {}) == patch_dict(msg.config)
         )
-
-    def _effective(
-        self,
-        pid: str,
-        asset: str,
-        own: dict[str, Any],
-        scopes: dict[str, tuple[dict[str, Any], int]],
-    ) -> tuple[RiskConfig | None, dict[str, int] | None]:
-        """A position's config: defaults < global < asset: < position: < its own `config`;
-        and the offsets of the scopes applied. Raises ValidationError on a conflict."""
-        if not scopes:
-            return self._config_for(own), None
-        merged: dict[str, Any] = {}
-        version: dict[str, int] = {}
-        for scope in (SCOPE_GLOBAL, SCOPE_ASSET + asset, SCOPE_POSITION + pid):
-            hit = scopes.get(scope)
-            if hit is not None:
-                merged.update(hit[0])
-                version[scope] = hit[1]
-        merged.update(own)
-        return self._config_for(merged), (version or None)
-
-    def _apply_config(
-        self, ev: ConfigEvent, now_ms: int, affected: dict[str, Trigger], res: StepResult
-    ) -> int:
-        """A risk-config record: change a scope's overrides, re-assess what it covers.
-
-        Applied only if the scope's config and every covered position's effective config
-        still validate as a whole (else rejected: the previous config stays in force).
-        Covered positions get trigger `config` (a position update in the same step wins).
-        Returns the event time of the change (its record's time, at most `now_ms`; -1 when
-        rejected): the re-assessments are as of it.
-        """
-        scope, patch, lin = ev.scope, ev.patch, ev.lineage
-        new = dict(self.scopes)
-        if patch is None:
-            new.pop(scope, None)
-        else:
-            new[scope] = (patch, lin.offset)
-        table = self.table
-        if scope == SCOPE_GLOBAL:
-            covered: Iterable[str] = list(table.positions)
-        elif scope.startswith(SCOPE_ASSET):
-            covered = list(table.by_asset.get(scope[len(SCOPE_ASSET) :], ()))
-        else:
-            pid = scope[len(SCOPE_POSITION) :]
-            covered = [pid] if pid in table.positions else []
-        entry: dict[str, Any] = {
-            "scope": scope,
-            "value": patch,
-            "offset": lin.offset,
-            "partition": lin.partition,
-            "ts": lin.timestamp_ms,
-            "applied_at": now_ms,
-            "changed_by": ev.changed_by,
-        }
-        updates = []
-        try:
-            # The scope on its own chain (a conflict shows even with no position covered).
-            probe = scope[len(SCOPE_POSITION) :] if scope.startswith(SCOPE_POSITION) else ""
-            probe_asset = scope[len(SCOPE_ASSET) :] if scope.startswith(SCOPE_ASSET) else ""
-            self._effective(probe, probe_asset, {}, new)
-            for pid in covered:
-                pos = table.positions[pid]
-                updates.append((pos, *self._effective(pid, pos.asset, pos.overrides or {}, new)))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(x) for x in err.get("loc", ())) or "config"
-            reason = f"invalid risk-config {scope!r}: {where}: {err['msg']}"
-            self.stats.config_rejected += 1
-            entry["status"] = "rejected"
-            entry["error"] = reason
-            self.config_history.append(entry)
-            res.rejected.append(Rejected(reason, lin))
-            return -1
-        self.scopes = new
-        self.stats.config_changes += 1
-        entry["status"] = "applied"
-        entry["positions"] = len(updates)
-        self.config_history.append(entry)
-        for pos, cfg, version in updates:
-            pos.config = cfg
-            pos.config_version = version
-            pid = pos.position_id
-            if affected.get(pid) != "position":
-                affected[pid] = "config"
-        return min(lin.timestamp_ms, now_ms)
-
-    def config_view(self) -> dict[str, Any]:
-        """`GET /config`: the config in force per scope, and the history of changes."""
-        base = self.config.risk
-        scopes: dict[str, Any] = {}
-        for scope in sorted(self.scopes, key=_scope_order):
-            fields, offset = self.scopes[scope]
-            chain: dict[str, Any] = {}
-            if scope != SCOPE_GLOBAL and SCOPE_GLOBAL in self.scopes:
-                chain.update(self.scopes[SCOPE_GLOBAL][0])
-            if scope.startswith(SCOPE_POSITION):
-                pos = self.table.positions.get(scope[len(SCOPE_POSITION) :])
-                if pos is not None:
-                    hit = self.scopes.get(SCOPE_ASSET + pos.asset)
-                    if hit is not None:
-                        chain.update(hit[0])
-            chain.update(fields)
-            scopes[scope] = {
-                "overrides": fields,
-                "offset": offset,
-                "effective": base.merged(chain).model_dump(),
-            }
-        return {
-            "defaults": base.model_dump(),
-            "precedence": ["defaults", "global", "asset:<ASSET>", "position:<ID>", "message"],
-            "scopes": scopes,
-            "history": list(self.config_history),
-        }
-
-    def _config_for(self, overrides: dict[str, Any]) -> RiskConfig | None:
-        if not overrides:
-            return None
-        key = tuple(sorted(overrides.items()))
-        cfg = self._config_cache.get(key)
-        if cfg is None:
-            cfg = self.config.risk.merged(overrides)
-            if len(self._config_cache) > 10_000:
-                self._config_cache.clear()
-            self._config_cache[key] = cfg
-        return cfg
 
     def _assess(
         self, pos: PositionState, trigger: Trigger, now_ms: int, due_ms: int, res: StepResult
@@ -1098,37 +466,6 @@ class Engine:
                 trigger,
             )
         )
-
-
-def _scope_order(scope: str) -> tuple[int, str]:
-    if scope == SCOPE_GLOBAL:
-        return (0, "")
-    return (1 if scope.startswith(SCOPE_ASSET) else 2, scope)
-
-
-def _compact(data: bytes) -> bytes:
-    """`data` in a bytes object of its own size (orjson over-allocates what it returns)."""
-    return bytes(memoryview(data))
-
-
-#: A Kafka record timestamp below this (March 1973 in epoch ms) is not a usable clock:
-#: e.g. epoch seconds written where milliseconds belong.
-MIN_RECORD_TS_MS = 100_000_000_000
-
-
-def _future_reference(now_ms: int | None, record_ms: int) -> int | None:
-    """The time a record's `ts` is checked against for "from the future" (D3).
-
-    The earlier of `now` and the record's own Kafka timestamp (when it has one), so a record
-    is refused, or accepted, alike when first consumed and whenever it is read again (a
-    rebuild, a restart's tick catch-up): its timestamp does not change, and when first
-    consumed `now` is not earlier than it. With `now` alone, a record refused live is applied
-    by a rebuild (which had no clock) and then hides every newer update until its `ts` comes.
-    """
-    if record_ms < MIN_RECORD_TS_MS:
-        # No timestamp, or one that is not epoch ms (seconds by mistake): not a clock.
-        return now_ms
-    return record_ms if now_ms is None else min(now_ms, record_ms)
 
 
 __all__ = ["NO_LINEAGE", "Engine", "EngineConfig", "Stats"]

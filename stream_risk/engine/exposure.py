@@ -1,0 +1,142 @@
+"""Exposure and limits, from the table's running sums per asset (O(assets)): net and
+gross notional at the latest price, P&L under the four moves, the notional limits in force
+and their breaches; and which assets wait for market data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from stream_risk.config import (
+    SCOPE_ASSET,
+    SCOPE_GLOBAL,
+)
+from stream_risk.engine.base import LIMIT_FIELDS, EngineParts
+from stream_risk.engine.views import waiting_detail as _waiting_detail
+
+
+class ExposureMixin(EngineParts):
+    def waiting(self) -> dict[str, dict[str, Any]]:
+        """Assets whose positions cannot be assessed yet: per asset, how many positions
+        wait and what for (`MarketState.waiting`). O(assets)."""
+        out: dict[str, dict[str, Any]] = {}
+        markets = self.table.markets
+        for asset, pids in self.table.by_asset.items():
+            detail = _waiting_detail(asset, markets.get(asset))
+            if detail is not None:
+                out[asset] = {"positions": len(pids), **detail}
+        return out
+
+    def exposure(self) -> dict[str, dict[str, float]]:
+        """Net and gross notional per asset at the latest price (assets with a price):
+        `book_exposure`'s figures (the one rule, `_asset_exposure`), without the rest."""
+        moves = self._moves()
+        out: dict[str, dict[str, float]] = {}
+        for asset, pids in self.table.by_asset.items():
+            e = self._asset_exposure(asset, len(pids), moves)
+            if e["price"] is not None:
+                out[asset] = {
+                    "net_notional_usd": e["net_notional_usd"],
+                    "gross_notional_usd": e["gross_notional_usd"],
+                }
+        return out
+
+    def limits(self) -> dict[str, dict[str, float]]:
+        """Notional limits in force: `book` (from `global`, else the engine's config) and
+        per asset (from `asset:<ASSET>` scopes only: a book limit is not an asset's)."""
+        out: dict[str, dict[str, float]] = {}
+        book: dict[str, float] = {}
+        base = self.config.risk
+        glob = self.scopes.get(SCOPE_GLOBAL, ({}, -1))[0]
+        for name in LIMIT_FIELDS:
+            v = glob.get(name, getattr(base, name))
+            if v is not None:
+                book[name] = float(v)
+        if book:
+            out["book"] = book
+        for scope, (fields, _) in self.scopes.items():
+            if scope.startswith(SCOPE_ASSET):
+                lim = {n: float(fields[n]) for n in LIMIT_FIELDS if fields.get(n) is not None}
+                if lim:
+                    out[scope] = lim
+        return out
+
+    def book_exposure(self) -> dict[str, Any]:
+        """Net / gross notional and P&L under the four moves, per asset and for the book,
+        at the latest price of each asset; with the limits in force and their breaches.
+
+        P&L at move m of a set of positions = Σ size × price × m = net notional × m.
+        Positions whose market has no price yet count in `positions` only.
+        """
+        moves = self._moves()
+        assets: dict[str, dict[str, Any]] = {}
+        book_net = book_gross = 0.0
+        book_n = 0
+        for asset, pids in self.table.by_asset.items():
+            e = assets[asset] = self._asset_exposure(asset, len(pids), moves)
+            book_net += e["net_notional_usd"]
+            book_gross += e["gross_notional_usd"]
+            book_n += len(pids)
+        book: dict[str, Any] = {
+            "positions": book_n,
+            "net_notional_usd": book_net,
+            "gross_notional_usd": book_gross,
+        }
+        for name, m in moves:
+            book[name] = book_net * m
+        limits = self.limits()
+        breaches = []
+        for scope, lim in limits.items():
+            x = book if scope == "book" else assets.get(scope[len(SCOPE_ASSET) :])
+            if x is None:
+                continue
+            for name, value in (
+                ("max_net_notional_usd", abs(x["net_notional_usd"])),
+                ("max_gross_notional_usd", x["gross_notional_usd"]),
+            ):
+                limit = lim.get(name)
+                if limit is not None and value > limit:
+                    breaches.append(
+                        {"scope": scope, "limit": name, "limit_usd": limit, "value_usd": value}
+                    )
+        return {"assets": assets, "book": book, "limits": limits, "breaches": breaches}
+
+    def asset_exposure(self, assets: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """`book_exposure()["assets"]` for these assets only (those of the table among
+        them): O(len(assets)), e.g. the assets of a page of `GET /positions`."""
+        moves = self._moves()
+        by_asset = self.table.by_asset
+        return {
+            a: self._asset_exposure(a, len(by_asset[a]), moves) for a in assets if a in by_asset
+        }
+
+    def _moves(self) -> tuple[tuple[str, float], ...]:
+        cfg = self.config.risk
+        return (
+            ("pnl_down_5pct", -cfg.large_move),
+            ("pnl_down_2pct", -cfg.small_move),
+            ("pnl_up_2pct", cfg.small_move),
+            ("pnl_up_5pct", cfg.large_move),
+        )
+
+    def _asset_exposure(
+        self, asset: str, n: int, moves: tuple[tuple[str, float], ...]
+    ) -> dict[str, Any]:
+        market = self.table.markets.get(asset)
+        priced = market is not None and market.ts >= 0
+        price = market.current_price if market is not None and priced else 0.0
+        net = gross = 0.0
+        if priced:
+            # Σ size × price = price × Σ size (the table keeps the sums per asset).
+            net_size, gross_size = self.table.sizes.get(asset, (0.0, 0.0))
+            net = net_size * price
+            gross = gross_size * price
+        e: dict[str, Any] = {
+            "positions": n,
+            "price": price if priced else None,
+            "net_notional_usd": net,
+            "gross_notional_usd": gross,
+        }
+        for name, m in moves:
+            e[name] = net * m
+        return e
