@@ -96,15 +96,12 @@ class StatelessState(SidecarState):
         return True, []
 
 
-class EngineState(SidecarState):
-    """A sidecar over an in-process `Engine` without Kafka (tests, benchmarks, tools that
-    step an engine themselves): always ready; every read is the engine's own."""
+class EngineReads(SidecarState):
+    """Every read of a process that holds an `Engine` (`self.engine`): the engine's own
+    pages, rows, counts, config and exposure. The Kafka processor and `EngineState` are
+    both this; a subclass adds its readiness."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def is_ready(self) -> tuple[bool, list[str]]:
-        return True, []
+    engine: Engine
 
     def positions(self, asset: str | None = None) -> list[dict[str, Any]]:
         return self.engine.snapshot(asset)
@@ -126,3 +123,14 @@ class EngineState(SidecarState):
 
     def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]]:
         return self.engine.asset_exposure(assets)
+
+
+class EngineState(EngineReads):
+    """A sidecar over an in-process `Engine` without Kafka (tests, benchmarks, tools that
+    step an engine themselves): always ready; every read is the engine's own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def is_ready(self) -> tuple[bool, list[str]]:
+        return True, []

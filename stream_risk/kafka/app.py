@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -35,7 +35,6 @@ from prometheus_client import CollectorRegistry
 
 from stream_risk.engine import Engine, EngineConfig, PositionEvent
 from stream_risk.engine.events import Event
-from stream_risk.engine.views import PositionQuery, PositionsPage
 from stream_risk.kafka import topics as topic_admin
 from stream_risk.kafka.base import timed
 from stream_risk.kafka.clients import Clients
@@ -47,7 +46,7 @@ from stream_risk.kafka.publisher import Publisher, rejected_letters
 from stream_risk.kafka.recovery import Rebalance, RecoveryMixin
 from stream_risk.metrics import Metrics
 from stream_risk.settings import COMPRESSION_CODECS, ConfigError
-from stream_risk.state import SidecarState
+from stream_risk.state import EngineReads
 
 log = logging.getLogger("stream_risk.engine")
 
@@ -56,7 +55,7 @@ log = logging.getLogger("stream_risk.engine")
 STOP_CHECKPOINT_S = 10.0
 
 
-class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
+class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
     """positions ⋈ market-ticks -> risk-actions, around one `Engine`."""
 
     def __init__(
@@ -376,9 +375,7 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         self.publisher.producer = None
 
     # ------------------------------------------------------------------ sidecar state
-    def positions(self, asset: str | None = None) -> list[dict[str, Any]]:
-        return self.engine.snapshot(asset)
-
+    # Reads are the engine's own (`EngineReads`); these two add what the shell knows.
     def risk_config(self) -> dict[str, Any]:
         """`GET /config`: the config in force per scope and the history of changes."""
         view = self.engine.config_view()
@@ -395,21 +392,8 @@ class StreamProcessor(RecoveryMixin, HealthMixin, SidecarState):
         return view
 
     def exposure(self) -> dict[str, dict[str, float]]:
-        """Net and gross notional per asset at the latest tick (for `GET /positions`)."""
+        """Net and gross notional per asset at the latest tick."""
         return self.engine.exposure()
-
-    # Bounded reads for the sidecar (docs/design.md D14): the engine's own pages and counts.
-    def positions_page(self, query: PositionQuery) -> PositionsPage:
-        return self.engine.positions_page(query)
-
-    def position(self, position_id: str) -> dict[str, Any] | None:
-        return self.engine.position(position_id)
-
-    def count(self, asset: str | None = None) -> int:
-        return self.engine.count(asset)
-
-    def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]]:
-        return self.engine.asset_exposure(assets)
 
 
 __all__ = ["ProcessorConfig", "StreamProcessor"]
