@@ -434,22 +434,25 @@ class Engine(RebuildMixin, ScopesMixin, ExposureMixin, ReplayMixin, EngineParts)
         data = orjson.dumps(value)
         # Kept for GET /positions as what made it: references to the position version, the
         # tick's market snapshot and the config, and this assessment's own few fields.
-        pos.last = MadeAction(
-            a.action,
-            a.hedge_pct,
-            instrument,
-            a.risk_score,
-            stale,
+        self.table.set_last(
             pos,
-            snap,
-            cfg,
-            trigger,
-            event_ts,
-            now_ms,
-            due,
-            policy,
-            pos.config_version,
-            self._pos_topic,
+            MadeAction(
+                a.action,
+                a.hedge_pct,
+                instrument,
+                a.risk_score,
+                stale,
+                pos,
+                snap,
+                cfg,
+                trigger,
+                event_ts,
+                now_ms,
+                due,
+                policy,
+                pos.config_version,
+                self._pos_topic,
+            ),
         )
         stats.published += 1
         res.outputs.append(

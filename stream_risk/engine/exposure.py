@@ -65,25 +65,23 @@ class ExposureMixin(EngineParts):
         """Net / gross notional and P&L under the four moves, per asset and for the book,
         at the latest price of each asset; with the limits in force and their breaches.
 
-        P&L at move m of a set of positions = Σ size × price × m = net notional × m.
-        Positions whose market has no price yet count in `positions` only.
+        P&L at move m of a set of positions = Σ size × price × m = net notional × m;
+        hedged (each position hedged at the fraction h its latest action advises, the
+        model's `hedged_*` rule, §1): Σ size × (1 − h) × price × m. Positions whose
+        market has no price yet count in `positions`, `long` and `short` only.
         """
         moves = self._moves()
         assets: dict[str, dict[str, Any]] = {}
-        book_net = book_gross = 0.0
-        book_n = 0
+        book: dict[str, Any] = dict.fromkeys(_SUMMED, 0)
         for asset, pids in self.table.by_asset.items():
             e = assets[asset] = self._asset_exposure(asset, len(pids), moves)
-            book_net += e["net_notional_usd"]
-            book_gross += e["gross_notional_usd"]
-            book_n += len(pids)
-        book: dict[str, Any] = {
-            "positions": book_n,
-            "net_notional_usd": book_net,
-            "gross_notional_usd": book_gross,
-        }
+            for k in _SUMMED:
+                book[k] += e[k]
+        book_net = book["net_notional_usd"]
+        book_hedged = book_net - book["hedged_notional_usd"]
         for name, m in moves:
             book[name] = book_net * m
+            book["hedged_" + name] = book_hedged * m
         limits = self.limits()
         breaches = []
         for scope, lim in limits.items():
@@ -125,18 +123,34 @@ class ExposureMixin(EngineParts):
         market = self.table.markets.get(asset)
         priced = market is not None and market.ts >= 0
         price = market.current_price if market is not None and priced else 0.0
-        net = gross = 0.0
-        if priced:
-            # Σ size × price = price × Σ size (the table keeps the sums per asset).
-            net_size, gross_size = self.table.sizes.get(asset, (0.0, 0.0))
-            net = net_size * price
-            gross = gross_size * price
+        # Σ size × price = price × Σ size (the table keeps the sums per asset).
+        net_size, gross_size, longs, shorts, hedged_size = self.table.sizes.get(asset, _NONE)
+        if not priced:
+            net_size = gross_size = hedged_size = 0.0
+        net = net_size * price
+        hedged = (net_size - hedged_size) * price  # Σ size × (1 − h) × price
         e: dict[str, Any] = {
             "positions": n,
+            "long": int(longs),
+            "short": int(shorts),
             "price": price if priced else None,
             "net_notional_usd": net,
-            "gross_notional_usd": gross,
+            "gross_notional_usd": gross_size * price,
+            "hedged_notional_usd": hedged_size * price,
         }
         for name, m in moves:
             e[name] = net * m
+            e["hedged_" + name] = hedged * m
         return e
+
+
+#: What `book_exposure` sums over the assets for the book.
+_SUMMED = (
+    "positions",
+    "long",
+    "short",
+    "net_notional_usd",
+    "gross_notional_usd",
+    "hedged_notional_usd",
+)
+_NONE = (0.0, 0.0, 0.0, 0.0, 0.0)

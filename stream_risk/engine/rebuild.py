@@ -253,13 +253,13 @@ class RebuildMixin(EngineParts):
                 # Never published, or the position changed since (a resize consumed just
                 # before a crash): its latest record must describe it as it is (§3).
                 if r is not None:
-                    pos.last = r.last
+                    self.table.set_last(pos, r.last)
                 if market is None or not market.complete:
                     waiting.append(pid)  # what `_assess` would do: count it, no more
                 else:
                     to_assess.append((pos, "position"))
                 continue
-            pos.last = r.last
+            self.table.set_last(pos, r.last)
             if r.config_version != (pos.config_version or {}):
                 to_assess.append((pos, "config"))
             elif market is None or r.tick_ts != market.ts or r.next_due < 0:

@@ -497,8 +497,10 @@ class Table:
         self.markets: dict[str, MarketState] = {}
         self.by_asset: dict[str, dict[str, None]] = {}  # ordered sets: deterministic order
         self.by_partition: dict[int, dict[str, None]] = {}
-        #: Per asset [Σ size, Σ |size|] of its positions: exposure in O(assets), not
-        #: O(positions) (docs/design.md D9). Reset when an asset's last position goes.
+        #: Per asset, running sums over its positions: [Σ size, Σ |size|, longs, shorts,
+        #: Σ size × h] (h: the hedge fraction of the position's latest action, 0 without
+        #: one): exposure in O(assets), not O(positions) (docs/design.md D9, D14). Reset
+        #: when an asset's last position goes. `set_last` keeps the last sum.
         self.sizes: dict[str, list[float]] = {}
         self._ids: SortedList = SortedList()
         self._ids_by_asset: dict[str, SortedList] = {}
@@ -561,14 +563,8 @@ class Table:
         case), its id left out of the sorted indexes until they are read (`sort_ids`)."""
         pid = pos.position_id
         asset = pos.asset
-        size = pos.size
         self.positions[pid] = pos
-        s = self.sizes.get(asset)
-        if s is None:
-            self.sizes[asset] = [size, abs(size)]
-        else:
-            s[0] += size
-            s[1] += abs(size)
+        _add(self.sizes, asset, pos.size, _hedged(pos.last))
         members = self.by_asset.get(asset)
         if members is None:
             self.by_asset[asset] = {pid: None}
@@ -591,17 +587,10 @@ class Table:
         pid = pos.position_id
         self.positions[pid] = pos
         sizes = self.sizes
+        h = _hedged(pos.last)  # the latest action carries over to the new version
         if old_asset is not None:
-            s = sizes.get(old_asset)
-            if s is not None:
-                s[0] -= old_size
-                s[1] -= abs(old_size)
-        s = sizes.get(pos.asset)
-        if s is None:
-            sizes[pos.asset] = [pos.size, abs(pos.size)]
-        else:
-            s[0] += pos.size
-            s[1] += abs(pos.size)
+            _sub(sizes, old_asset, old_size, h)
+        _add(sizes, pos.asset, pos.size, h)
         if old_asset is None and old_partition is None:  # new: index it, nothing to unindex
             self.by_asset.setdefault(pos.asset, {})[pid] = None
             self.by_partition.setdefault(pos.partition, {})[pid] = None
@@ -629,10 +618,7 @@ class Table:
     def remove(self, position_id: str) -> PositionState | None:
         pos = self.positions.pop(position_id, None)
         if pos is not None:
-            s = self.sizes.get(pos.asset)
-            if s is not None:
-                s[0] -= pos.size
-                s[1] -= abs(pos.size)
+            _sub(self.sizes, pos.asset, pos.size, _hedged(pos.last))
             self._unindex(self.by_asset, pos.asset, position_id)
             if pos.asset not in self.by_asset:
                 self.sizes.pop(pos.asset, None)
@@ -641,6 +627,16 @@ class Table:
             self._ids.discard(position_id)
             self._sorted_discard(pos.asset, position_id)
         return pos
+
+    def set_last(self, pos: PositionState, last: LastAction | None) -> None:
+        """`pos.last = last`, keeping its asset's Σ size × h (a position of the table)."""
+        h_old = _hedged(pos.last)
+        h_new = _hedged(last)
+        pos.last = last
+        if h_new != h_old:
+            s = self.sizes.get(pos.asset)
+            if s is not None:
+                s[4] += pos.size * h_new - pos.size * h_old
 
     def _sorted_add(self, asset: str, position_id: str) -> None:
         ids = self._ids_by_asset.get(asset)
@@ -662,3 +658,30 @@ class Table:
             members.pop(position_id, None)
             if not members:
                 del index[key]
+
+
+def _hedged(last: LastAction | None) -> float:
+    """The hedge fraction the latest action advises (0 without one)."""
+    return 0.0 if last is None else last.hedge_pct
+
+
+def _add(sizes: dict[str, list[float]], asset: str, size: float, h: float) -> None:
+    s = sizes.get(asset)
+    if s is None:
+        sizes[asset] = [size, abs(size), float(size > 0), float(size < 0), size * h]
+    else:
+        s[0] += size
+        s[1] += abs(size)
+        s[2] += size > 0
+        s[3] += size < 0
+        s[4] += size * h
+
+
+def _sub(sizes: dict[str, list[float]], asset: str, size: float, h: float) -> None:
+    s = sizes.get(asset)
+    if s is not None:
+        s[0] -= size
+        s[1] -= abs(size)
+        s[2] -= size > 0
+        s[3] -= size < 0
+        s[4] -= size * h

@@ -20,10 +20,10 @@ the engine's notional once a price is known) but add nothing to the P&L sums.
 
 A state with a table of its own (the engine) gives its exposure per asset without a row
 (`SidecarState.exposure_view()`, from the running sums of its table: O(assets));
-`state_exposure` then takes it from there (`exposure_from_view`): positions, net, gross,
-long and short notional and the unhedged P&L per move, `priced_by: "tick"`. What only the
-rows know (how many longs and shorts, the P&L if every advised hedge were placed) is left
-out: the sidecar never formats the whole table to answer a read (docs/design.md D14).
+`state_exposure` then takes it from there (`exposure_from_view`): positions, longs and
+shorts, net, gross, long and short notional and the P&L per move, unhedged and hedged at
+each position's latest advised fraction, `priced_by: "tick"`; the sidecar never formats
+the whole table to answer a read (docs/design.md D14).
 """
 
 from __future__ import annotations
@@ -140,8 +140,14 @@ def exposure_from_view(view: Mapping[str, Any], only: Collection[str] | None = N
             "long_notional_usd": max(0.0, (gross + net) / 2),
             "short_notional_usd": max(0.0, (gross - net) / 2),
         }
+        for key in ("long", "short"):
+            if key in x:
+                e[key] = int(x[key])
         for m in MOVES:
             e[f"pnl_{m}"] = float(x.get(f"pnl_{m}") or 0.0)
+        for m in MOVES:
+            if f"hedged_pnl_{m}" in x:
+                e[f"hedged_pnl_{m}"] = float(x[f"hedged_pnl_{m}"])
         e["priced_by"] = "tick" if x.get("price") is not None else "none"
         out[str(name)] = e
     return out

@@ -195,7 +195,7 @@
       keys.forEach(function (k) { book[k] += e[k] || 0; });
       return card(n, e, state.asset === n ? "selected" : "");
     });
-    // The engine's sums have no hedged P&L (only the rows do): "–" rather than $0.
+    // A state that gives no hedged P&L (none of its assets has it): "–" rather than $0.
     if (!names.some(function (m) { return num(state.exposure[m].hedged_pnl_up_5pct); })) {
       book.hedged_pnl_down_5pct = null; book.hedged_pnl_up_5pct = null;
     }
