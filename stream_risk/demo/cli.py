@@ -138,7 +138,8 @@ def handler(args: argparse.Namespace) -> int:
     """Run the demo; the exit code (0 ok, 1 failure, 2 bad settings)."""
     import asyncio
 
-    from stream_risk.demo.runner import DemoOptions, run_demo
+    from stream_risk.demo.options import DemoOptions
+    from stream_risk.demo.runner import run_demo
 
     try:
         settings = _settings(

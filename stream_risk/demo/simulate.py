@@ -12,16 +12,75 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
+from typing import TextIO
+
+from aiokafka.errors import KafkaError
 
 from stream_risk.demo.cli import _positive
+from stream_risk.demo.feed import Feeder
+from stream_risk.demo.market import ASSETS
+from stream_risk.demo.options import DemoOptions
+from stream_risk.settings import Settings
+
+
+async def run_simulator(
+    opts: DemoOptions,
+    settings: Settings,
+    *,
+    out: TextIO | None = None,
+) -> int:
+    """The simulated market and book against `settings.bootstrap_servers` (no engine)."""
+    from stream_risk.kafka.topics import missing_topics
+
+    out = out or sys.stdout
+    kw = settings.kafka_security_kwargs()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    bootstrap = settings.bootstrap_servers
+    wanted = [settings.topic_positions, settings.topic_market_ticks]
+    feeder: Feeder | None = None
+    try:
+        while True:  # the topics are created by someone else (compose's one-shot service)
+            try:
+                absent = await missing_topics(bootstrap, wanted, **kw)
+            except (KafkaError, OSError) as exc:
+                absent = [f"(broker unreachable: {exc})"]
+            if not absent:
+                break
+            print(f"simulator: waiting for topics {', '.join(absent)} on {bootstrap}", file=out)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if stop.is_set():
+                return 0
+        feeder = Feeder(bootstrap, settings, opts, kw)
+        await feeder.start()
+        await feeder.open()
+        print(
+            f"simulator: publishing {' '.join(feeder.market.symbols)} ticks and a book of "
+            f"{opts.positions} positions to {bootstrap}",
+            file=out,
+            flush=True,
+        )
+        if opts.duration is not None:
+            loop.call_later(opts.duration, stop.set)
+        await feeder.run(stop)
+    finally:
+        if feeder is not None:
+            await feeder.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stream_risk.demo.market import ASSETS
-    from stream_risk.demo.runner import DemoOptions, run_simulator
-    from stream_risk.settings import Settings
-
     p = argparse.ArgumentParser(
         prog="python -m stream_risk.demo.simulate",
         description="Publish a simulated market and market-maker book to Kafka.",
