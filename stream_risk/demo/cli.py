@@ -152,14 +152,7 @@ def handler(args: argparse.Namespace) -> int:
     except _UsageError as exc:
         print(f"stream-risk demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    opts = DemoOptions(
-        duration=args.duration,
-        assets=args.assets,
-        positions=args.positions,
-        seed=args.seed,
-        tick_interval=args.tick_interval,
-        plain=True if args.plain else None,
-    )
+    opts = DemoOptions.from_args(args, plain=True if args.plain else None)
     try:
         return asyncio.run(run_demo(opts, settings))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,3 +18,16 @@ class DemoOptions:
     outages_per_min: float = 0.25  # per asset: feed gaps, so stale data shows
     plain: bool | None = None  # None: plain lines unless stdout is a terminal
     workdir: Path | None = None  # logs; default: a fresh temporary directory
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, *, plain: bool | None) -> DemoOptions:
+        """From the flags `stream-risk demo` and the simulator share: `--duration`,
+        `--assets`, `--positions`, `--seed`, `--tick-interval`."""
+        return cls(
+            duration=args.duration,
+            assets=args.assets,
+            positions=args.positions,
+            seed=args.seed,
+            tick_interval=args.tick_interval,
+            plain=plain,
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stream_risk.demo.view import (
     ACTION_ORDER,
@@ -17,6 +17,32 @@ from stream_risk.demo.view import (
     hedge_text,
 )
 from stream_risk.demo.watcher import ActionEvent
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+    from rich.table import Table
+
+_MARKET_COLUMNS: Final[tuple[tuple[str, JustifyMethod], ...]] = (
+    ("asset", "left"),
+    ("price", "right"),
+    ("chg", "right"),
+    ("vol 1d", "right"),
+    ("spread", "right"),
+    ("funding", "right"),
+    ("depth bid/ask", "right"),
+    ("feed", "left"),
+)
+_POSITION_COLUMNS: Final[tuple[tuple[str, JustifyMethod], ...]] = (
+    ("position", "left"),
+    ("size", "right"),
+    ("notional", "right"),
+    ("action", "left"),
+    ("score", "right"),
+    ("loss/age/vol/liq", "right"),
+    ("hedge", "left"),
+    ("P&L -5% / +5%", "right"),
+    ("", "left"),
+)
 
 
 class RichView:
@@ -76,24 +102,9 @@ class RichView:
         )
         # market
         regime_style = {"calm": "green", "normal": "cyan", "stress": "bold red"}[f.market.regime]
-        mt = Table(
-            title=f"market · regime [{regime_style}]{f.market.regime}[/]",
-            title_justify="left",
-            expand=True,
-            box=None,
-            header_style="bold dim",
+        mt = _columns_table(
+            f"market · regime [{regime_style}]{f.market.regime}[/]", _MARKET_COLUMNS
         )
-        for col, just in (
-            ("asset", "left"),
-            ("price", "right"),
-            ("chg", "right"),
-            ("vol 1d", "right"),
-            ("spread", "right"),
-            ("funding", "right"),
-            ("depth bid/ask", "right"),
-            ("feed", "left"),
-        ):
-            mt.add_column(col, justify=just)  # type: ignore[arg-type]
         for sym, a in f.market.assets.items():
             open_px = f.opening_prices.get(sym) or a.spec.price
             chg = (a.price / open_px - 1) * 100
@@ -110,25 +121,7 @@ class RichView:
         # positions
         budget = max(4, height - len(f.market.assets) - 24)
         rows = sorted(w.latest.items(), key=lambda kv: -float(kv[1].get("risk_score") or 0))
-        pt = Table(
-            title=f"positions by risk ({len(w.latest)} with actions)",
-            title_justify="left",
-            expand=True,
-            box=None,
-            header_style="bold dim",
-        )
-        for col, just in (
-            ("position", "left"),
-            ("size", "right"),
-            ("notional", "right"),
-            ("action", "left"),
-            ("score", "right"),
-            ("loss/age/vol/liq", "right"),
-            ("hedge", "left"),
-            ("P&L -5% / +5%", "right"),
-            ("", "left"),
-        ):
-            pt.add_column(col, justify=just)  # type: ignore[arg-type]
+        pt = _columns_table(f"positions by risk ({len(w.latest)} with actions)", _POSITION_COLUMNS)
         for pid, act in rows[:budget]:
             pos = f.book.positions.get(pid)
             size = pos.size if pos is not None else 0.0
@@ -214,3 +207,13 @@ def _action_text(action: str) -> Any:
     from rich.text import Text
 
     return Text(f" {action} ", style=_ACTION_STYLES.get(action, ""))
+
+
+def _columns_table(title: str, columns: tuple[tuple[str, JustifyMethod], ...]) -> Table:
+    """A full-width, borderless table titled on the left, with dim bold headers."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", expand=True, box=None, header_style="bold dim")
+    for col, just in columns:
+        table.add_column(col, justify=just)
+    return table

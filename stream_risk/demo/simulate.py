@@ -91,14 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tick-interval", type=_positive(float, 0.01, 60), default=0.25)
     p.add_argument("--duration", type=_positive(float, 0.1), default=None, metavar="SECONDS")
     args = p.parse_args(argv)
-    opts = DemoOptions(
-        duration=args.duration,
-        assets=args.assets,
-        positions=args.positions,
-        seed=args.seed,
-        tick_interval=args.tick_interval,
-        plain=True,
-    )
+    opts = DemoOptions.from_args(args, plain=True)
     try:
         return asyncio.run(run_simulator(opts, Settings.load()))
     except KeyboardInterrupt:
