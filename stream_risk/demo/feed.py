@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from stream_risk.demo.book import BookSimulator
 from stream_risk.demo.market import MarketSimulator
 from stream_risk.demo.options import DemoOptions
+from stream_risk.demo.stopping import wait_stop
 from stream_risk.settings import Settings
 
 log = logging.getLogger("stream_risk.demo")
@@ -89,8 +90,7 @@ class Feeder:
         interval = self.opts.tick_interval
         last = time.monotonic()
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            await wait_stop(stop, interval)
             if stop.is_set():
                 break
             t = time.monotonic()

@@ -35,6 +35,7 @@ from typing import Any, Final, TextIO
 from stream_risk.demo.feed import Feeder
 from stream_risk.demo.options import DemoOptions
 from stream_risk.demo.rich_view import RichView
+from stream_risk.demo.stopping import add_stop_signals, remove_stop_signals, wait_stop
 from stream_risk.demo.view import ACTION_ORDER, DemoContext, PlainView
 from stream_risk.demo.watcher import ActionWatcher
 from stream_risk.settings import Settings
@@ -119,14 +120,7 @@ async def run_demo(
             log.info("stopping (signal)")
         stop.set()
 
-    def install_signals() -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal)
-                if sig not in signals:
-                    signals.append(sig)
-
-    install_signals()
+    add_stop_signals(loop, on_signal, signals)
     broker = EmbeddedBroker(log_path=workdir / "tansu.log", silent=True)
     feeder: Feeder | None = None
     watcher: ActionWatcher | None = None
@@ -211,7 +205,7 @@ async def run_demo(
                 code = 1
                 if svc not in done:
                     _report_failure(svc, settings, exc)
-        install_signals()  # run_service removed its handlers: keep Ctrl-C graceful
+        add_stop_signals(loop, on_signal, signals)  # run_service removed its handlers
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(t, 5.0)
@@ -243,9 +237,7 @@ async def run_demo(
         if feeder is not None:
             await feeder.stop()
         await broker.astop()
-        for sig in signals:
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
+        remove_stop_signals(loop, signals)
         root = logging.getLogger()
         for h in handlers:
             root.removeHandler(h)
@@ -268,8 +260,7 @@ def _report_failure(
 
 
 async def _stop_after(stop: asyncio.Event, deadline: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), max(0.0, deadline - time.monotonic()))
+    await wait_stop(stop, max(0.0, deadline - time.monotonic()))
     if not stop.is_set():
         log.info("duration reached: stopping")
         stop.set()
@@ -293,5 +284,4 @@ async def _poll_ready(ctx: DemoContext, stop: asyncio.Event) -> None:
                         log.info("engine ready after %.1f s", ctx.ready_at)
                 except (aiohttp.ClientError, TimeoutError, ValueError):
                     ctx.ready = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await wait_stop(stop, 1.0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 from typing import TextIO
@@ -23,6 +22,7 @@ from stream_risk.demo.cli import _positive
 from stream_risk.demo.feed import Feeder
 from stream_risk.demo.market import ASSETS
 from stream_risk.demo.options import DemoOptions
+from stream_risk.demo.stopping import add_stop_signals, remove_stop_signals, wait_stop
 from stream_risk.settings import Settings
 
 
@@ -40,10 +40,7 @@ async def run_simulator(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
+    add_stop_signals(loop, stop.set, installed)
     bootstrap = settings.bootstrap_servers
     wanted = [settings.topic_positions, settings.topic_market_ticks]
     feeder: Feeder | None = None
@@ -56,8 +53,7 @@ async def run_simulator(
             if not absent:
                 break
             print(f"simulator: waiting for topics {', '.join(absent)} on {bootstrap}", file=out)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await wait_stop(stop, 1.0)
             if stop.is_set():
                 return 0
         feeder = Feeder(bootstrap, settings, opts, kw)
@@ -75,8 +71,7 @@ async def run_simulator(
     finally:
         if feeder is not None:
             await feeder.stop()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        remove_stop_signals(loop, installed)
     return 0
 
 

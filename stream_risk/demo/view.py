@@ -5,13 +5,13 @@ of amounts and actions, and `PlainView` (log lines, when stdout is not a termina
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from stream_risk.demo.feed import Feeder
 from stream_risk.demo.options import DemoOptions
+from stream_risk.demo.stopping import wait_stop
 from stream_risk.demo.watcher import ActionEvent, ActionWatcher
 from stream_risk.rules import ACTIONS
 
@@ -142,8 +142,7 @@ class PlainView:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.tick()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+            await wait_stop(stop, 0.5)
 
     def close(self) -> None:
         pass
