@@ -138,7 +138,8 @@ def handler(args: argparse.Namespace) -> int:
     """Run the demo; the exit code (0 ok, 1 failure, 2 bad settings)."""
     import asyncio
 
-    from stream_risk.demo.runner import DemoOptions, run_demo
+    from stream_risk.demo.options import DemoOptions
+    from stream_risk.demo.runner import run_demo
 
     try:
         settings = _settings(
@@ -151,14 +152,7 @@ def handler(args: argparse.Namespace) -> int:
     except _UsageError as exc:
         print(f"stream-risk demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    opts = DemoOptions(
-        duration=args.duration,
-        assets=args.assets,
-        positions=args.positions,
-        seed=args.seed,
-        tick_interval=args.tick_interval,
-        plain=True if args.plain else None,
-    )
+    opts = DemoOptions.from_args(args, plain=True if args.plain else None)
     try:
         return asyncio.run(run_demo(opts, settings))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping

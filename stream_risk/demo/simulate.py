@@ -12,16 +12,70 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+from typing import TextIO
+
+from aiokafka.errors import KafkaError
 
 from stream_risk.demo.cli import _positive
+from stream_risk.demo.feed import Feeder
+from stream_risk.demo.market import ASSETS
+from stream_risk.demo.options import DemoOptions
+from stream_risk.demo.stopping import add_stop_signals, remove_stop_signals, wait_stop
+from stream_risk.settings import Settings
+
+
+async def run_simulator(
+    opts: DemoOptions,
+    settings: Settings,
+    *,
+    out: TextIO | None = None,
+) -> int:
+    """The simulated market and book against `settings.bootstrap_servers` (no engine)."""
+    from stream_risk.kafka.topics import missing_topics
+
+    out = out or sys.stdout
+    kw = settings.kafka_security_kwargs()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    add_stop_signals(loop, stop.set, installed)
+    bootstrap = settings.bootstrap_servers
+    wanted = [settings.topic_positions, settings.topic_market_ticks]
+    feeder: Feeder | None = None
+    try:
+        while True:  # the topics are created by someone else (compose's one-shot service)
+            try:
+                absent = await missing_topics(bootstrap, wanted, **kw)
+            except (KafkaError, OSError) as exc:
+                absent = [f"(broker unreachable: {exc})"]
+            if not absent:
+                break
+            print(f"simulator: waiting for topics {', '.join(absent)} on {bootstrap}", file=out)
+            await wait_stop(stop, 1.0)
+            if stop.is_set():
+                return 0
+        feeder = Feeder(bootstrap, settings, opts, kw)
+        await feeder.start()
+        await feeder.open()
+        print(
+            f"simulator: publishing {' '.join(feeder.market.symbols)} ticks and a book of "
+            f"{opts.positions} positions to {bootstrap}",
+            file=out,
+            flush=True,
+        )
+        if opts.duration is not None:
+            loop.call_later(opts.duration, stop.set)
+        await feeder.run(stop)
+    finally:
+        if feeder is not None:
+            await feeder.stop()
+        remove_stop_signals(loop, installed)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stream_risk.demo.market import ASSETS
-    from stream_risk.demo.runner import DemoOptions, run_simulator
-    from stream_risk.settings import Settings
-
     p = argparse.ArgumentParser(
         prog="python -m stream_risk.demo.simulate",
         description="Publish a simulated market and market-maker book to Kafka.",
@@ -32,14 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tick-interval", type=_positive(float, 0.01, 60), default=0.25)
     p.add_argument("--duration", type=_positive(float, 0.1), default=None, metavar="SECONDS")
     args = p.parse_args(argv)
-    opts = DemoOptions(
-        duration=args.duration,
-        assets=args.assets,
-        positions=args.positions,
-        seed=args.seed,
-        tick_interval=args.tick_interval,
-        plain=True,
-    )
+    opts = DemoOptions.from_args(args, plain=True)
     try:
         return asyncio.run(run_simulator(opts, Settings.load()))
     except KeyboardInterrupt:

@@ -9,7 +9,8 @@ import asyncio
 import orjson
 from kafka_helpers import consume_all
 
-from stream_risk.demo.runner import DemoOptions, run_simulator
+from stream_risk.demo.options import DemoOptions
+from stream_risk.demo.simulate import run_simulator
 from stream_risk.kafka.topics import TopicNames, create_topics, topic_specs
 from stream_risk.models import MarketTick, PositionMessage
 from stream_risk.settings import Settings
