@@ -30,7 +30,9 @@ from numpy.typing import NDArray
 from stream_risk.engine import Engine, Output, PositionEvent, StepResult, TickEvent
 from stream_risk.engine.events import NO_LINEAGE, ConfigEvent, Event, Lineage
 from stream_risk.models import MarketTick
-from stream_risk.replay.sources import ConfigRecord, PositionRecord, Ticks
+from stream_risk.replay.positions import PositionRecord
+from stream_risk.replay.risk_config import ConfigRecord
+from stream_risk.replay.ticks import Ticks
 from stream_risk.rules import RANK, band_index
 
 Progress = Callable[[float], None]

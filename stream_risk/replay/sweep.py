@@ -21,10 +21,10 @@ from pydantic import ValidationError
 
 from stream_risk.config import RiskConfig
 from stream_risk.engine import Engine, EngineConfig
+from stream_risk.replay.errors import SourceError
 from stream_risk.replay.fastpath import run_fast
 from stream_risk.replay.report import summarize
 from stream_risk.replay.runner import ActionLog, Progress, Timeline, run_scalar
-from stream_risk.replay.sources import SourceError
 
 
 @dataclass(frozen=True, slots=True)
