@@ -12,7 +12,9 @@ Inputs, read and validated:
 
 Running and reporting:
 - `runner`: the event-time schedule through `Engine` (the scalar path, the definition).
-- `fastpath`: the same outputs, with silent runs of tick assessments done in numpy.
+- `fastpath`: the same outputs, with silent runs of tick assessments done in numpy; its
+  parts: `fast_assess` (the assessor over arrays), `fast_scan` (per asset its ticks, per
+  position its next point that could publish).
 - `report`: counts, time in band, hedge cost, P&L unhedged vs following the advice.
 - `sweep`: every combination of some risk config values over the same data.
 - `publish`: `--publish`, the data onto the topics at its original timestamps.

@@ -18,7 +18,8 @@ from stream_risk.config import DEFAULT_CONFIG, RiskConfig, RiskConfigPatch
 from stream_risk.engine import Engine, EngineConfig
 from stream_risk.models import PositionMessage
 from stream_risk.replay import fastpath
-from stream_risk.replay.fastpath import INSTRUMENTS, assess_arrays, run_fast
+from stream_risk.replay.fast_assess import INSTRUMENTS, assess_arrays
+from stream_risk.replay.fastpath import run_fast
 from stream_risk.replay.positions import PositionRecord
 from stream_risk.replay.runner import ActionLog, Timeline, run_scalar
 from stream_risk.replay.ticks import Ticks, ffill
