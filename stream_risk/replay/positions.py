@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from stream_risk.models import MAX_PRICE, MAX_SIZE, PositionMessage
 from stream_risk.replay.columns import RowChecker, field_column
-from stream_risk.replay.errors import BadRecords, SourceError
+from stream_risk.replay.errors import BadRecords, SourceError, first_error
 from stream_risk.replay.files import read_file
 from stream_risk.replay.ticks import Ticks
 from stream_risk.replay.timestamps import TsUnit, to_ts
@@ -179,9 +179,8 @@ def _position_record(
     try:
         msg = PositionMessage.model_validate(body)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "value"
-        raise SourceError(f"field {loc}: {err['msg']}") from None
+        loc, what = first_error(exc)
+        raise SourceError(f"field {loc}: {what}") from None
     ts = msg.ts
     if ts is None:
         if msg.asset not in firsts:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from stream_risk.config import SCOPE_FORMS, RiskConfigPatch, is_scope, patch_dict
 from stream_risk.models import MAX_TS_MS
-from stream_risk.replay.errors import SourceError
+from stream_risk.replay.errors import SourceError, first_error
 from stream_risk.replay.timestamps import iso_to_ms
 
 
@@ -57,8 +57,7 @@ def load_risk_config(path: str | Path) -> list[ConfigRecord]:
             try:
                 patch = patch_dict(RiskConfigPatch.model_validate(value))
             except ValidationError as exc:
-                err = exc.errors(include_url=False)[0]
-                loc = ".".join(str(x) for x in err["loc"]) or "value"
-                raise SourceError(f"{where}: field value.{loc}: {err['msg']}") from None
+                loc, what = first_error(exc)
+                raise SourceError(f"{where}: field value.{loc}: {what}") from None
         out.append(ConfigRecord(scope, ts, patch, where))
     return out
