@@ -45,7 +45,7 @@ from stream_risk.engine import Engine
 from stream_risk.engine.events import Event
 from stream_risk.engine.table import PositionState
 from stream_risk.replay.fast_scan import AssetTicks, PositionScan
-from stream_risk.replay.runner import Progress, Sink, Timeline, finish
+from stream_risk.replay.runner import Progress, Sink, Timeline, finish, step_at
 
 #: Every _DENSE_POINTS interesting points, if they covered fewer than 3x as many event
 #: times, the next _BURST event times run as the scalar schedule (no skipping to win).
@@ -272,9 +272,7 @@ class _FastRun:
                                 extra.add(old.asset)
                 self._sync(t, extra)
                 if events:
-                    while (due := engine.next_due()) is not None and due < t:
-                        sink(due, engine.fire_timers(due), engine)
-                    sink(t, engine.step(events, t), engine)
+                    step_at(engine, sink, t, events)
                     for name in tick_assets:
                         a = self.assets[name]
                         a.cursor = a.index_after(t)
@@ -325,10 +323,7 @@ class _FastRun:
         if not times:
             return hi
         for t in times:
-            events = tl.events_at(t)
-            while (due := engine.next_due()) is not None and due < t:
-                sink(due, engine.fire_timers(due), engine)
-            sink(t, engine.step(events, t), engine)
+            step_at(engine, sink, t, tl.events_at(t))
         t_end = times[-1]
         self.last_t = t_end
         for a in self.assets.values():
@@ -345,10 +340,7 @@ class _FastRun:
         engine, sink, tl = self.engine, self.sink, self.tl
         times = tl.times
         for t in times[int(np.searchsorted(times, after, "right")) :].tolist():
-            events = tl.events_at(t)
-            while (due := engine.next_due()) is not None and due < t:
-                sink(due, engine.fire_timers(due), engine)
-            sink(t, engine.step(events, t), engine)
+            step_at(engine, sink, t, tl.events_at(t))
         finish(engine, sink, tl.until)
 
 

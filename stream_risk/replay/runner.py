@@ -220,15 +220,21 @@ def run_scalar(
             events.append(timeline.tick_event(ti))
             ti += 1
         for engine, sink in pairs:
-            while (due := engine.next_due()) is not None and due < t:
-                sink(due, engine.fire_timers(due), engine)
-            sink(t, engine.step(events, t), engine)
+            step_at(engine, sink, t, events)
         if progress is not None and gi % every == 0:
             progress(gi / n_times)
     for engine, sink in pairs:
         finish(engine, sink, timeline.until)
     if progress is not None:
         progress(1.0)
+
+
+def step_at(engine: Engine, sink: Sink, t: int, events: list[Event]) -> None:
+    """Event time `t` in the reference schedule: every timer due before `t`, each at its
+    due time, then `t`'s events in one `Engine.step`."""
+    while (due := engine.next_due()) is not None and due < t:
+        sink(due, engine.fire_timers(due), engine)
+    sink(t, engine.step(events, t), engine)
 
 
 def finish(engine: Engine, sink: Sink, until: int) -> None:
@@ -243,4 +249,5 @@ __all__ = [
     "Timeline",
     "finish",
     "run_scalar",
+    "step_at",
 ]
