@@ -72,14 +72,19 @@ def field_column(raw: RawFile, mapping: Mapping[str, str], name: str) -> pa.Chun
     return raw.table.column(col)
 
 
+def one_array(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, NDArray[np.bool_]]:
+    """A column as one arrow array, and its null mask."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return arr, np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def to_float(
     col: pa.ChunkedArray, name: str, chk: RowChecker
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Values as float64 and a null mask; non-numbers are flagged bad."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr, null = one_array(col)
     t = arr.type
     n = len(arr)
-    null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         vals = np.asarray(arr.cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
     elif pa.types.is_boolean(t):

@@ -14,7 +14,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from stream_risk.models import MAX_TS_MS
-from stream_risk.replay.columns import RowChecker, to_float
+from stream_risk.replay.columns import RowChecker, one_array, to_float
 
 TsUnit = Literal["auto", "ms", "s"]
 
@@ -26,10 +26,9 @@ def to_ts(
     col: pa.ChunkedArray, name: str, chk: RowChecker, unit: TsUnit
 ) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
     """Epoch ms from epoch ms / epoch s numbers, arrow timestamps, or ISO-8601 strings."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr, null = one_array(col)
     t = arr.type
     n = len(arr)
-    null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     ms = np.zeros(n, dtype=np.int64)
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         ts_arr = arr.cast(pa.timestamp("ms", tz=t.tz if pa.types.is_timestamp(t) else None))
