@@ -337,7 +337,7 @@ def test_property_fast_equals_scalar(ticks: list[Any], positions: list[Any]) -> 
 def test_fast_equals_scalar_with_the_engine_estimating_vol(seed: int, tmp_path: Any) -> None:
     """A price-only feed (irregular gaps, duplicates, a late first vol on one asset): the
     engine estimates vol itself on both paths; the fast path keeps its estimate in step
-    (`_Asset.set_market`) and publishes the same bytes, estimated_inputs included."""
+    (`AssetTicks.set_market`) and publishes the same bytes, estimated_inputs included."""
     from stream_risk.engine.estimates import VolEstimator
     from stream_risk.replay.positions import positions_from_specs
     from stream_risk.replay.ticks import load_ticks
