@@ -31,8 +31,9 @@ from stream_risk.engine import Engine, EngineConfig
 from stream_risk.engine.estimates import VolEstimator, estimate_series
 from stream_risk.models import PositionMessage
 from stream_risk.replay.fastpath import run_fast
+from stream_risk.replay.positions import PositionRecord
 from stream_risk.replay.runner import ActionLog, Timeline, run_scalar
-from stream_risk.replay.sources import PositionRecord, Ticks, _ffill
+from stream_risk.replay.ticks import Ticks, ffill
 
 SEED = 20240611
 T0 = 1_717_200_000_000  # 2024-06-01
@@ -70,7 +71,7 @@ def _ticks(n: int, step_ms: int, with_vol: bool, rng: np.random.Generator) -> Ti
         starts = np.zeros(int(m.sum()), dtype=bool)
         starts[0] = True
         for f in fields:
-            f[m] = _ffill(f[m], starts)
+            f[m] = ffill(f[m], starts)
         if not with_vol:
             vol[m] = estimate_series(VolEstimator(60, 20), ts[m], price[m])
     spread = np.where(np.isnan(spread), 2.0, spread)

@@ -145,7 +145,7 @@ class _Usage(Exception):
 
 def handler(args: argparse.Namespace) -> int:
     from stream_risk.kafka.topics import MissingTopicsError, TopicCreationError
-    from stream_risk.replay.sources import SourceError
+    from stream_risk.replay.errors import SourceError
     from stream_risk.settings import ConfigError
 
     try:
@@ -214,7 +214,7 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[[float], None] | N
 def _parse_until(text: str | None) -> int:
     if text is None:
         return 0
-    from stream_risk.replay.sources import iso_to_ms
+    from stream_risk.replay.timestamps import iso_to_ms
 
     t = text.strip()
     try:
@@ -226,17 +226,15 @@ def _parse_until(text: str | None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from stream_risk.engine import Engine, EngineConfig
     from stream_risk.engine.estimates import VolEstimator
-    from stream_risk.replay.sources import (
+    from stream_risk.replay.columns import parse_mapping
+    from stream_risk.replay.errors import BadRecords
+    from stream_risk.replay.positions import (
         POSITION_FIELDS,
-        TICK_FIELDS,
-        BadRecords,
-        Defaults,
         PositionRecord,
         load_positions,
-        load_ticks,
-        parse_mapping,
         positions_from_specs,
     )
+    from stream_risk.replay.ticks import TICK_FIELDS, Defaults, load_ticks
 
     if args.publish and not args.bootstrap_servers and args.config is None:
         pass  # settings/env may give the servers
@@ -290,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
 
     configs = []
     if args.risk_config:
-        from stream_risk.replay.sources import load_risk_config
+        from stream_risk.replay.risk_config import load_risk_config
 
         configs = load_risk_config(args.risk_config)
     timeline = Timeline(ticks, records, _parse_until(args.until), configs)

@@ -30,7 +30,9 @@ from numpy.typing import NDArray
 from stream_risk.engine import Engine, Output, PositionEvent, StepResult, TickEvent
 from stream_risk.engine.events import NO_LINEAGE, ConfigEvent, Event, Lineage
 from stream_risk.models import MarketTick
-from stream_risk.replay.sources import ConfigRecord, PositionRecord, Ticks
+from stream_risk.replay.positions import PositionRecord
+from stream_risk.replay.risk_config import ConfigRecord
+from stream_risk.replay.ticks import Ticks
 from stream_risk.rules import RANK, band_index
 
 Progress = Callable[[float], None]
@@ -218,15 +220,21 @@ def run_scalar(
             events.append(timeline.tick_event(ti))
             ti += 1
         for engine, sink in pairs:
-            while (due := engine.next_due()) is not None and due < t:
-                sink(due, engine.fire_timers(due), engine)
-            sink(t, engine.step(events, t), engine)
+            step_at(engine, sink, t, events)
         if progress is not None and gi % every == 0:
             progress(gi / n_times)
     for engine, sink in pairs:
         finish(engine, sink, timeline.until)
     if progress is not None:
         progress(1.0)
+
+
+def step_at(engine: Engine, sink: Sink, t: int, events: list[Event]) -> None:
+    """Event time `t` in the reference schedule: every timer due before `t`, each at its
+    due time, then `t`'s events in one `Engine.step`."""
+    while (due := engine.next_due()) is not None and due < t:
+        sink(due, engine.fire_timers(due), engine)
+    sink(t, engine.step(events, t), engine)
 
 
 def finish(engine: Engine, sink: Sink, until: int) -> None:
@@ -241,4 +249,5 @@ __all__ = [
     "Timeline",
     "finish",
     "run_scalar",
+    "step_at",
 ]

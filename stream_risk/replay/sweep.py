@@ -21,10 +21,10 @@ from pydantic import ValidationError
 
 from stream_risk.config import RiskConfig
 from stream_risk.engine import Engine, EngineConfig
+from stream_risk.replay.errors import SourceError, first_error
 from stream_risk.replay.fastpath import run_fast
 from stream_risk.replay.report import summarize
 from stream_risk.replay.runner import ActionLog, Progress, Timeline, run_scalar
-from stream_risk.replay.sources import SourceError
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +74,8 @@ def policies(base: RiskConfig, sweeps: Sequence[tuple[str, list[Any]]]) -> list[
         try:
             risk = base.merged(overrides)
         except ValidationError as exc:
-            err = exc.errors(include_url=False)[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "config"
-            raise SourceError(f"--sweep policy {label}: {loc}: {err['msg']}") from None
+            loc, what = first_error(exc, "config")
+            raise SourceError(f"--sweep policy {label}: {loc}: {what}") from None
         out.append(Policy(label, overrides, risk))
     return out
 

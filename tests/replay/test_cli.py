@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_risk.replay.sources import iso_to_ms
+from stream_risk.replay.timestamps import iso_to_ms
 
 from . import CANDLES, MIN, T0, read_actions, read_report, replay, write_csv
 

@@ -18,9 +18,11 @@ from stream_risk.config import DEFAULT_CONFIG, RiskConfig, RiskConfigPatch
 from stream_risk.engine import Engine, EngineConfig
 from stream_risk.models import PositionMessage
 from stream_risk.replay import fastpath
-from stream_risk.replay.fastpath import INSTRUMENTS, assess_arrays, run_fast
+from stream_risk.replay.fast_assess import INSTRUMENTS, assess_arrays
+from stream_risk.replay.fastpath import run_fast
+from stream_risk.replay.positions import PositionRecord
 from stream_risk.replay.runner import ActionLog, Timeline, run_scalar
-from stream_risk.replay.sources import PositionRecord, Ticks, _ffill
+from stream_risk.replay.ticks import Ticks, ffill
 
 from . import MIN, T0
 
@@ -115,7 +117,7 @@ def history(seed: int, n: int = 1500, gaps: float = 0.03, calm: bool = False) ->
         m = code == c
         starts = np.zeros(int(m.sum()), dtype=bool)
         starts[:1] = True
-        vol_col[m] = _ffill(vol_col[m], starts)
+        vol_col[m] = ffill(vol_col[m], starts)
     vol_col[: int(rng.integers(0, 12))] = np.nan  # warm-up: markets incomplete at first
     depth = np.full(len(rows), 5e6)
     ticks = Ticks(
@@ -335,9 +337,10 @@ def test_property_fast_equals_scalar(ticks: list[Any], positions: list[Any]) -> 
 def test_fast_equals_scalar_with_the_engine_estimating_vol(seed: int, tmp_path: Any) -> None:
     """A price-only feed (irregular gaps, duplicates, a late first vol on one asset): the
     engine estimates vol itself on both paths; the fast path keeps its estimate in step
-    (`_Asset.set_market`) and publishes the same bytes, estimated_inputs included."""
+    (`AssetTicks.set_market`) and publishes the same bytes, estimated_inputs included."""
     from stream_risk.engine.estimates import VolEstimator
-    from stream_risk.replay.sources import load_ticks, positions_from_specs
+    from stream_risk.replay.positions import positions_from_specs
+    from stream_risk.replay.ticks import load_ticks
 
     from . import write_jsonl
 

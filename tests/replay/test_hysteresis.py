@@ -11,8 +11,8 @@ import pytest
 from stream_risk.engine import Engine, EngineConfig
 from stream_risk.models import PositionMessage
 from stream_risk.replay import fastpath
+from stream_risk.replay.positions import PositionRecord
 from stream_risk.replay.runner import Timeline
-from stream_risk.replay.sources import PositionRecord
 
 from . import MIN, T0, read_actions, read_report, replay, write_jsonl
 from .test_fastpath import Counting, history

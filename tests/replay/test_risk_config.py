@@ -8,8 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stream_risk.replay.errors import SourceError
+from stream_risk.replay.risk_config import load_risk_config
 from stream_risk.replay.runner import Timeline
-from stream_risk.replay.sources import SourceError, load_risk_config
 
 from . import MIN, T0, write_jsonl
 from . import replay as replay_cli

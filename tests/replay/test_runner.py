@@ -12,8 +12,9 @@ import pytest
 
 from stream_risk.engine import Engine, EngineConfig
 from stream_risk.replay.fastpath import run_fast
+from stream_risk.replay.positions import load_positions
 from stream_risk.replay.runner import ActionLog, Timeline, run_scalar
-from stream_risk.replay.sources import load_positions, load_ticks
+from stream_risk.replay.ticks import load_ticks
 
 from . import MIN, T0, write_jsonl
 

@@ -9,17 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream_risk.replay.sources import (
-    TICK_FIELDS,
-    Defaults,
-    SourceError,
-    iso_to_ms,
-    load_positions,
-    load_ticks,
-    parse_mapping,
-    parse_position_spec,
-    positions_from_specs,
-)
+from stream_risk.replay.columns import parse_mapping
+from stream_risk.replay.errors import SourceError
+from stream_risk.replay.positions import load_positions, parse_position_spec, positions_from_specs
+from stream_risk.replay.ticks import TICK_FIELDS, Defaults, load_ticks
+from stream_risk.replay.timestamps import iso_to_ms
 
 from . import T0, write_csv, write_jsonl, write_parquet
 
