@@ -3,7 +3,8 @@
 Inputs, read and validated:
 - `files`: JSONL, CSV or Parquet into an arrow table, each row's place in its file kept.
 - `columns`: the `FIELD=COLUMN` mapping, a field's column, numbers, naming bad rows.
-- `timestamps`: epoch ms / epoch s / ISO-8601 to epoch ms (`iso_to_ms`).
+- `timestamps`: epoch ms / epoch s / ISO-8601 to epoch ms (`iso_to_ms`), and back
+  (`ms_to_iso`).
 - `errors`: `SourceError` (a bad input, worded for its giver) and `BadRecords` (skipped).
 - `ticks`: a ticks file validated, sorted and completed (vol estimated by the engine's
   `engine.estimates` when the data has none, defaults for the rest): `Ticks`.
@@ -15,7 +16,10 @@ Running and reporting:
 - `fastpath`: the same outputs, with silent runs of tick assessments done in numpy; its
   parts: `fast_assess` (the assessor over arrays), `fast_scan` (per asset its ticks, per
   position its next point that could publish).
-- `report`: counts, time in band, hedge cost, P&L unhedged vs following the advice.
+- `pnl`: the P&L path of each position and of the book, unhedged vs following the advice.
+- `report`: the report's figures (`summarize`): counts, time in band, hedge cost, turnover,
+  P&L and max drawdown per position and for the book.
+- `render`: the report as files: report.json, report.html, chart.png.
 - `sweep`: every combination of some risk config values over the same data.
 - `publish`: `--publish`, the data onto the topics at its original timestamps.
 - `cli`: `stream-risk replay` (`add_arguments`, `handler`).

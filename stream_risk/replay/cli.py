@@ -334,10 +334,13 @@ def _run(args: argparse.Namespace) -> int:
         with _progress("sweep", not args.no_progress) as bar:
             sweep_rows = run_sweep(timeline, engine_config, pols, args.path, bar)
 
-    from stream_risk.replay import report as rp
+    from stream_risk.replay.pnl import position_paths
+    from stream_risk.replay.render import write_chart, write_html, write_json
+    from stream_risk.replay.report import summarize
+    from stream_risk.replay.timestamps import ms_to_iso
 
-    paths = rp.position_paths(timeline, log)
-    summary = rp.summarize(timeline, log, paths)
+    paths = position_paths(timeline, log)
+    summary = summarize(timeline, log, paths)
     report: dict[str, Any] = {
         "inputs": {
             "ticks_file": str(args.ticks),
@@ -345,8 +348,8 @@ def _run(args: argparse.Namespace) -> int:
             "assets": ", ".join(ticks.assets),
             "positions_file": str(args.positions) if args.positions else None,
             "position_records": len(records),
-            "from": rp._iso(timeline.start) if len(timeline.times) else None,
-            "to": rp._iso(timeline.until) if len(timeline.times) else None,
+            "from": ms_to_iso(timeline.start) if len(timeline.times) else None,
+            "to": ms_to_iso(timeline.until) if len(timeline.times) else None,
             "volatility_1d": ticks.vol_source,
             "bad_records_skipped": ticks.bad.count + pos_bad.count,
             "ignored_columns": ", ".join(ticks.ignored_columns) or None,
@@ -364,9 +367,9 @@ def _run(args: argparse.Namespace) -> int:
     }
     if sweep_rows:
         report["sweep"] = sweep_rows
-    rp.write_json(out_dir / "report.json", report)
-    rp.write_chart(out_dir / "chart.png", paths, log, f"stream-risk replay: {args.ticks}")
-    rp.write_html(out_dir / "report.html", report, "chart.png")
+    write_json(out_dir / "report.json", report)
+    write_chart(out_dir / "chart.png", paths, log, f"stream-risk replay: {args.ticks}")
+    write_html(out_dir / "report.html", report, "chart.png")
 
     acts = summary["actions"]
     book = summary["pnl"]["book"]

@@ -1,6 +1,6 @@
 """Timestamps to epoch ms: epoch ms, epoch s (told apart by magnitude: below 1e11 is
 seconds, unless `ts_unit` says), arrow timestamps and dates, or ISO-8601 strings (no zone
-= UTC). Out-of-range values (µs or ns by mistake) are bad rows."""
+= UTC). Out-of-range values (µs or ns by mistake) are bad rows. And back: `ms_to_iso`."""
 
 from __future__ import annotations
 
@@ -100,3 +100,8 @@ def iso_to_ms(text: str) -> int:
         d = d.replace(tzinfo=dt.UTC)
     delta = d - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def ms_to_iso(ms: int) -> str:
+    """Epoch ms to ISO-8601 UTC to the centisecond, e.g. `2023-11-14T22:13:20.00Z`."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream_risk.replay.report import max_drawdown
+from stream_risk.replay.pnl import max_drawdown
 
 from . import MIN, T0, read_actions, read_report, replay, write_jsonl
 

@@ -1,0 +1,248 @@
+"""The P&L path of each position and of the book: what following the engine would have done.
+
+P&L path (per position, and the book as their sum), marked to market at each tick of the
+position's asset from its first valuation in the replay (its P&L before that is not
+counted):
+
+- unhedged: `U += size × Δprice`;
+- following the advice: `H += size × (1 − h) × Δprice − costs`, where `h` is the
+  `hedge_pct` of the latest *published* action (what a hedging bot following the topic
+  holds; 0 before the first) and each change of the hedge held, `size × h`, pays the spread
+  on the traded notional: `|Δ(size × h)| × price × spot_spread_bps / 10,000` at the latest
+  tick's price and spread. Closing a position unwinds its hedge (paid); at the end of the
+  data hedges stay open (not paid). Funding is not counted.
+- A change at time `c` (a new size, a new action) applies to the price moves after it: the
+  move into a tick at exactly `c` is still under the previous size and hedge.
+- Turnover: every change of the hedge held is a hedge change; its traded notional is
+  `|Δ(size × h)| × price` (the same trades the cost above is paid on).
+
+Max drawdown = the largest fall from a running peak (the start, 0, counts as a peak).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from stream_risk.replay.runner import ActionLog, Timeline
+
+
+@dataclass(slots=True)
+class PnlPath:
+    """A P&L path: values after each point, in time order."""
+
+    ts: NDArray[np.int64]
+    unhedged: NDArray[np.float64]
+    hedged: NDArray[np.float64]
+    price: NDArray[np.float64]
+    cost: NDArray[np.float64]  # hedge cost paid at each point
+    traded: NDArray[np.float64]  # hedge notional traded at each point (USD)
+    changes: NDArray[np.int64]  # hedge changes at each point (0/1 per position; summed in a book)
+
+
+def max_drawdown(values: NDArray[np.float64]) -> tuple[float, int, int]:
+    """(largest fall from a running peak, index of that peak or -1 for the start, trough)."""
+    if len(values) == 0:
+        return 0.0, -1, -1
+    v = np.concatenate(([0.0], values))
+    peak = np.maximum.accumulate(v)
+    dd = peak - v
+    trough = int(np.argmax(dd))
+    if dd[trough] <= 0:
+        return 0.0, -1, -1
+    peak_i = int(np.argmax(v[: trough + 1] == peak[trough]))  # first time at that peak
+    return float(dd[trough]), peak_i - 1, trough - 1
+
+
+class _AssetPrices:
+    """Distinct-time prices and spreads of each asset (the last tick at each time)."""
+
+    def __init__(self, tl: Timeline) -> None:
+        t = tl.ticks
+        self.data: dict[str, tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]]
+        self.data = {}
+        if len(t) == 0:
+            return
+        order = np.argsort(t.asset, kind="stable")
+        codes = t.asset[order]
+        for rows in np.split(order, np.flatnonzero(np.diff(codes)) + 1):
+            ts = t.ts[rows]
+            last = np.ones(len(rows), dtype=bool)
+            last[:-1] = ts[1:] != ts[:-1]
+            r = rows[last]
+            self.data[t.assets[int(t.asset[rows[0]])]] = (ts[last], t.price[r], t.spread[r])
+
+    def at(self, asset: str, t: int) -> tuple[float, float] | None:
+        """(price, spread) of the latest tick at or before t, else the first one after."""
+        d = self.data.get(asset)
+        if d is None or len(d[0]) == 0:
+            return None
+        i = int(np.searchsorted(d[0], t, "right")) - 1
+        i = max(i, 0)
+        return float(d[1][i]), float(d[2][i])
+
+
+def position_paths(tl: Timeline, log: ActionLog) -> dict[str, PnlPath]:
+    """The P&L path of every position (see the module doc)."""
+    prices = _AssetPrices(tl)
+    # Changes per position: (time, order, kind, payload); positions before actions at a time.
+    changes: dict[str, list[tuple[int, int, int, Any]]] = {}
+    n = 0
+    for rec in tl.positions:
+        n += 1
+        payload = None if rec.message is None else (rec.message.asset, rec.message.size)
+        changes.setdefault(rec.position_id, []).append((rec.ts, 0, n, payload))
+    for i in range(len(log)):
+        if log.action[i] < 0:
+            continue
+        n += 1
+        changes.setdefault(log.pid[i], []).append((log.now[i], 1, n, log.hedge_pct[i]))
+    out: dict[str, PnlPath] = {}
+    for pid, evs in changes.items():
+        evs.sort(key=lambda e: (e[0], e[1], e[2]))
+        path = _one_path(evs, prices, tl.until)
+        if path is not None:
+            out[pid] = path
+    return out
+
+
+def _one_path(
+    evs: Sequence[tuple[int, int, int, Any]], prices: _AssetPrices, until: int
+) -> PnlPath | None:
+    # Walk the changes into legs of constant asset: [(asset, start, end, [(t, size, h)])].
+    legs: list[tuple[str, int, int, list[tuple[int, float, float]]]] = []
+    asset: str | None = None
+    size = 0.0
+    h = 0.0
+    start = 0
+    states: list[tuple[int, float, float]] = []
+    for t, kind, _, payload in evs:
+        if kind == 1:
+            h = float(payload)
+            if asset is not None:
+                states.append((t, size, h))
+            continue
+        if payload is None:  # close
+            if asset is not None:
+                states.append((t, 0.0, 0.0))
+                legs.append((asset, start, t, states))
+            asset, states, h = None, [], 0.0
+            continue
+        new_asset, new_size = payload
+        if asset is not None and new_asset != asset:
+            states.append((t, 0.0, 0.0))
+            legs.append((asset, start, t, states))
+            asset = None
+        if asset is None:
+            asset, start, states = new_asset, t, []
+        size = float(new_size)
+        states.append((t, size, h))
+    if asset is not None:
+        legs.append((asset, start, until, states))
+    parts: list[tuple[NDArray[Any], ...]] = []
+    for leg_asset, t0, t1, leg_states in legs:
+        part = _leg(leg_asset, t0, t1, leg_states, prices)
+        if part is not None:
+            parts.append(part)
+    if not parts:
+        return None
+    ts = np.concatenate([p[0] for p in parts])
+    order_key = np.concatenate([p[1] for p in parts])
+    du = np.concatenate([p[2] for p in parts])
+    dh = np.concatenate([p[3] for p in parts])
+    px = np.concatenate([p[4] for p in parts])
+    cost = np.concatenate([p[5] for p in parts])
+    traded = np.concatenate([p[6] for p in parts])
+    order = np.lexsort((order_key, ts))
+    ts, du, dh, px, cost = ts[order], du[order], dh[order], px[order], cost[order]
+    traded = traded[order]
+    changes = (traded > 0).astype(np.int64)
+    return PnlPath(ts, np.cumsum(du), np.cumsum(dh - cost), px, cost, traded, changes)
+
+
+def _leg(
+    asset: str,
+    t0: int,
+    t1: int,
+    states: list[tuple[int, float, float]],
+    prices: _AssetPrices,
+) -> tuple[NDArray[Any], ...] | None:
+    d = prices.data.get(asset)
+    if d is None or len(d[0]) == 0 or not states:
+        return None
+    gts, gpx, gsp = d
+    # Valuation starts at the latest price at or before t0 (else the first tick after it).
+    k0 = int(np.searchsorted(gts, t0, "right")) - 1
+    if k0 < 0:
+        k0 = 0
+    k1 = int(np.searchsorted(gts, t1, "right"))  # ticks up to and including t1
+    ks = np.arange(k0 + 1, k1)
+    st_t = np.array([s[0] for s in states], dtype=np.int64)
+    st_size = np.array([s[1] for s in states])
+    st_h = np.array([s[2] for s in states])
+    # Increment into tick k is under the state after every change strictly before it.
+    tk = gts[ks]
+    idx = np.searchsorted(st_t, tk, "left") - 1
+    valid = idx >= 0
+    s_k = np.where(valid, st_size[np.maximum(idx, 0)], 0.0)
+    h_k = np.where(valid, st_h[np.maximum(idx, 0)], 0.0)
+    dp = gpx[ks] - gpx[ks - 1] if len(ks) else np.empty(0)
+    du = s_k * dp
+    dh = s_k * (1.0 - h_k) * dp
+    # Hedge trades: every change of size × h, at the latest price and spread.
+    held = st_size * st_h
+    prev = np.concatenate(([0.0], held[:-1]))
+    traded = np.abs(held - prev)
+    ci = np.maximum(np.searchsorted(gts, st_t, "right") - 1, 0)
+    notional = traded * gpx[ci]
+    cost = notional * gsp[ci] / 10000.0
+    ts = np.concatenate((tk, st_t))
+    key = np.concatenate((np.zeros(len(tk), dtype=np.int64), np.ones(len(st_t), dtype=np.int64)))
+    zeros_c = np.zeros(len(st_t))
+    return (
+        ts,
+        key,
+        np.concatenate((du, zeros_c)),
+        np.concatenate((dh, zeros_c)),
+        np.concatenate((gpx[ks], gpx[ci])),
+        np.concatenate((np.zeros(len(tk)), cost)),
+        np.concatenate((np.zeros(len(tk)), notional)),
+    )
+
+
+def book_path(paths: Mapping[str, PnlPath]) -> PnlPath:
+    """The sum of every position's path, on the union of their times."""
+    if not paths:
+        e = np.empty(0)
+        n = np.empty(0, dtype=np.int64)
+        return PnlPath(n, e, e, e, e, e, n)
+    ts = np.concatenate([p.ts for p in paths.values()])
+    du = np.concatenate([np.diff(p.unhedged, prepend=0.0) for p in paths.values()])
+    dh = np.concatenate([np.diff(p.hedged, prepend=0.0) for p in paths.values()])
+    cost = np.concatenate([p.cost for p in paths.values()])
+    traded = np.concatenate([p.traded for p in paths.values()])
+    changes = np.concatenate([p.changes for p in paths.values()])
+    order = np.argsort(ts, kind="stable")
+    ts = ts[order]
+    u = np.cumsum(du[order])
+    h = np.cumsum(dh[order])
+    # One point per distinct time (the value after everything at that time).
+    last = np.ones(len(ts), dtype=bool)
+    last[:-1] = ts[1:] != ts[:-1]
+
+    def per_time(x: NDArray[Any]) -> NDArray[Any]:
+        return np.diff(np.cumsum(x[order])[last], prepend=x.dtype.type(0))
+
+    return PnlPath(
+        ts[last],
+        u[last],
+        h[last],
+        np.full(int(last.sum()), np.nan),
+        per_time(cost),
+        per_time(traded),
+        per_time(changes),
+    )
