@@ -22,5 +22,6 @@ Running and reporting:
 - `render`: the report as files: report.json, report.html, chart.png.
 - `sweep`: every combination of some risk config values over the same data.
 - `publish`: `--publish`, the data onto the topics at its original timestamps.
-- `cli`: `stream-risk replay` (`add_arguments`, `handler`).
+- `cli`: `stream-risk replay`'s arguments and exit codes (`add_arguments`, `handler`).
+- `command`: what it then does (`run`): read, replay or publish, write the report, print.
 """

@@ -7,24 +7,16 @@
 
 `add_arguments(parser)` and `handler(args) -> exit code` are what `stream_risk.cli`
 registers. Exit codes: 0 ok; 1 a runtime failure (the broker); 2 bad usage or input.
+What the command then does is `command.run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from stream_risk.replay.command import EXIT_FAILURE, EXIT_USAGE, UsageError, err, run
 
 HELP = "replay history (JSONL/CSV/Parquet) through the engine offline, or onto the topics"
 
@@ -139,303 +131,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pub.add_argument("--ticks-topic", metavar="NAME")
 
 
-class _Usage(Exception):
-    pass
-
-
 def handler(args: argparse.Namespace) -> int:
     from stream_risk.kafka.topics import MissingTopicsError, TopicCreationError
     from stream_risk.replay.errors import SourceError
     from stream_risk.settings import ConfigError
 
     try:
-        return _run(args)
-    except (SourceError, ConfigError, _Usage) as exc:
-        _err(str(exc))
+        return run(args)
+    except (SourceError, ConfigError, UsageError) as exc:
+        err(str(exc))
         return EXIT_USAGE
     except ValidationError as exc:
         lines = []
         for e in exc.errors(include_url=False):
             loc = ".".join(str(x) for x in e["loc"]) or "value"
             lines.append(f"  {loc}: {e['msg']}")
-        _err("invalid settings (flags, env STREAM_RISK_* or the config file):\n" + "\n".join(lines))
+        err("invalid settings (flags, env STREAM_RISK_* or the config file):\n" + "\n".join(lines))
         return EXIT_USAGE
     except MissingTopicsError as exc:
-        _err(f"{exc} (or pass --create-topics)")
+        err(f"{exc} (or pass --create-topics)")
         return EXIT_USAGE
     except TopicCreationError as exc:
-        _err(str(exc))
+        err(str(exc))
         return EXIT_FAILURE
     except OSError as exc:
-        _err(f"{exc.strerror or exc}")
+        err(f"{exc.strerror or exc}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
-
-
-def _err(msg: str) -> None:
-    print(f"stream-risk replay: {msg}", file=sys.stderr)
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from stream_risk.settings import Settings
-
-    return Settings.load(
-        config_file=args.config,
-        emit=args.emit,
-        bootstrap_servers=args.bootstrap_servers,
-        topic_positions=args.positions_topic,
-        topic_market_ticks=args.ticks_topic,
-    )
-
-
-@contextmanager
-def _progress(label: str, enabled: bool) -> Iterator[Callable[[float], None] | None]:
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=1.0)
-
-        def update(frac: float) -> None:
-            bar.update(task, completed=frac)
-
-        yield update
-
-
-def _parse_until(text: str | None) -> int:
-    if text is None:
-        return 0
-    from stream_risk.replay.timestamps import iso_to_ms
-
-    t = text.strip()
-    try:
-        return int(float(t)) if t.replace(".", "", 1).isdigit() else iso_to_ms(t)
-    except ValueError:
-        raise _Usage(f"--until {text!r}: expected epoch ms or ISO-8601") from None
-
-
-def _run(args: argparse.Namespace) -> int:
-    from stream_risk.engine import Engine, EngineConfig
-    from stream_risk.engine.estimates import VolEstimator
-    from stream_risk.replay.columns import parse_mapping
-    from stream_risk.replay.errors import BadRecords
-    from stream_risk.replay.positions import (
-        POSITION_FIELDS,
-        PositionRecord,
-        load_positions,
-        positions_from_specs,
-    )
-    from stream_risk.replay.ticks import TICK_FIELDS, Defaults, load_ticks
-
-    if args.publish and not args.bootstrap_servers and args.config is None:
-        pass  # settings/env may give the servers
-    if args.speed < 0:
-        raise _Usage("--speed must be >= 0 (0 = as fast as possible)")
-    settings = _settings(args)
-
-    def given(flag: Any, setting: Any) -> Any:
-        return setting if flag is None else flag
-
-    try:
-        vol = VolEstimator(
-            given(args.vol_window, settings.vol_window),
-            given(args.vol_min_obs, settings.vol_min_obs),
-        )
-    except ValueError as exc:
-        raise _Usage(str(exc)) from None
-    depth = given(args.default_depth_usd, settings.default_depth_usd)
-    spread = given(args.default_spread_bps, settings.default_spread_bps)
-    defaults = Defaults(
-        2.0 if spread is None else spread,  # replay needs a spread: the data may have none
-        given(args.default_funding, settings.default_funding),
-        depth,
-        depth,
-    )
-    t_load = time.perf_counter()
-    ticks = load_ticks(
-        args.ticks,
-        parse_mapping(args.map, TICK_FIELDS),
-        asset=args.asset,
-        ts_unit=args.ts_unit,
-        skip_bad=args.skip_bad,
-        defaults=defaults,
-        vol=vol,
-        estimate_vol=args.estimate_vol,
-    )
-    records: list[PositionRecord] = []
-    pos_bad = BadRecords()
-    if args.positions:
-        records, pos_bad = load_positions(
-            args.positions,
-            ticks,
-            parse_mapping(args.positions_map, POSITION_FIELDS, "--positions-map"),
-            ts_unit=args.ts_unit,
-            skip_bad=args.skip_bad,
-        )
-    records += positions_from_specs(args.position or (), ticks)
-    load_s = time.perf_counter() - t_load
-
-    from stream_risk.replay.runner import ActionLog, Timeline, run_scalar
-
-    configs = []
-    if args.risk_config:
-        from stream_risk.replay.risk_config import load_risk_config
-
-        configs = load_risk_config(args.risk_config)
-    timeline = Timeline(ticks, records, _parse_until(args.until), configs)
-    if ticks.bad.count or pos_bad.count:
-        _err(
-            f"skipped {ticks.bad.count} bad tick record(s) and {pos_bad.count} bad position "
-            f"record(s) (--skip-bad); first: {(ticks.bad.examples + pos_bad.examples)[:1]}"
-        )
-
-    if args.publish:
-        if configs:
-            _err("--risk-config is not published: produce it to risk-config yourself")
-        return _publish(args, settings, timeline)
-
-    engine_config = EngineConfig(
-        risk=settings.risk,
-        emit=settings.emit,
-        max_tick_age_ms=int(settings.max_tick_age_s * 1000),
-        market_defaults=defaults,
-        vol=vol,
-    )
-    from stream_risk.replay.sweep import parse_sweeps, policies, run_sweep
-
-    pols = policies(settings.risk, parse_sweeps(args.sweep))
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine(engine_config)
-    t_run = time.perf_counter()
-    with (
-        (out_dir / "actions.jsonl").open("wb") as f,
-        _progress("replay", not args.no_progress) as bar,
-    ):
-        log = ActionLog(f)
-        if args.path == "scalar":
-            run_scalar(timeline, [engine], [log], bar)
-        else:
-            from stream_risk.replay.fastpath import run_fast
-
-            run_fast(timeline, engine, log, bar)
-    run_s = time.perf_counter() - t_run
-    sweep_rows: list[dict[str, Any]] = []
-    if pols:
-        with _progress("sweep", not args.no_progress) as bar:
-            sweep_rows = run_sweep(timeline, engine_config, pols, args.path, bar)
-
-    from stream_risk.replay.pnl import position_paths
-    from stream_risk.replay.render import write_chart, write_html, write_json
-    from stream_risk.replay.report import summarize
-    from stream_risk.replay.timestamps import ms_to_iso
-
-    paths = position_paths(timeline, log)
-    summary = summarize(timeline, log, paths)
-    report: dict[str, Any] = {
-        "inputs": {
-            "ticks_file": str(args.ticks),
-            "tick_records": len(ticks),
-            "assets": ", ".join(ticks.assets),
-            "positions_file": str(args.positions) if args.positions else None,
-            "position_records": len(records),
-            "from": ms_to_iso(timeline.start) if len(timeline.times) else None,
-            "to": ms_to_iso(timeline.until) if len(timeline.times) else None,
-            "volatility_1d": ticks.vol_source,
-            "bad_records_skipped": ticks.bad.count + pos_bad.count,
-            "ignored_columns": ", ".join(ticks.ignored_columns) or None,
-        },
-        "assumptions": ticks.assumptions,
-        "bad_records": ticks.bad.examples + pos_bad.examples,
-        "config": {
-            "emit": engine_config.emit,
-            "max_tick_age_ms": engine_config.max_tick_age_ms,
-            "risk": settings.risk.model_dump(),
-        },
-        "engine": engine.stats.as_dict(),
-        **summary,
-        "rejected": log.rejected,
-    }
-    if sweep_rows:
-        report["sweep"] = sweep_rows
-    write_json(out_dir / "report.json", report)
-    write_chart(out_dir / "chart.png", paths, log, f"stream-risk replay: {args.ticks}")
-    write_html(out_dir / "report.html", report, "chart.png")
-
-    acts = summary["actions"]
-    book = summary["pnl"]["book"]
-    by = ", ".join(f"{a} {n}" for a, n in acts["by_action"].items() if n)
-    print(
-        f"replayed {len(ticks):,} ticks and {len(records):,} position records "
-        f"({ticks.vol_source} vol): {acts['published']:,} actions ({by or 'none'}), "
-        f"{acts['tombstones']} tombstones"
-    )
-    print(
-        f"book P&L unhedged {book['final_pnl_unhedged']:,.2f} (max drawdown "
-        f"{book['max_drawdown_unhedged']:,.2f}), following the advice "
-        f"{book['final_pnl_hedged']:,.2f} (max drawdown {book['max_drawdown_hedged']:,.2f}), "
-        f"hedge cost {summary['hedge_cost']['total_usd']:,.2f}"
-    )
-    to = summary["turnover"]
-    print(
-        f"turnover: {to['hedge_changes']:,} hedge changes, traded notional "
-        f"{to['traded_notional_usd']:,.2f}, cost {to['cost_usd']:,.2f}"
-    )
-    for row in sweep_rows:
-        s = row["summary"]
-        print(
-            f"  sweep {row['label']}: {s['hedge_changes']:,} hedge changes, hedge cost "
-            f"{s['hedge_cost_usd']:,.2f}, max drawdown hedged {s['max_drawdown_hedged']:,.2f} "
-            f"(unhedged {s['max_drawdown_unhedged']:,.2f}), final P&L hedged "
-            f"{s['final_pnl_hedged']:,.2f}"
-        )
-    print(f"wrote {out_dir}/actions.jsonl, report.json, report.html, chart.png")
-    rate = len(ticks) / run_s if run_s > 0 else float("inf")
-    _err(
-        f"{args.path} path: {len(ticks):,} ticks in {run_s:.3f} s ({rate:,.0f} ticks/s); "
-        f"reading {load_s:.3f} s"
-    )
-    return EXIT_OK
-
-
-def _publish(args: argparse.Namespace, settings: Any, timeline: Any) -> int:
-    from aiokafka.errors import KafkaError
-
-    from stream_risk.kafka.topics import TopicNames
-    from stream_risk.replay.publish import publish
-
-    names = TopicNames(positions=settings.topic_positions, market_ticks=settings.topic_market_ticks)
-    kwargs = settings.kafka_client_kwargs()
-    try:
-        with _progress("publish", not args.no_progress) as bar:
-            res = asyncio.run(
-                publish(
-                    timeline,
-                    settings.bootstrap_servers,
-                    names,
-                    speed=args.speed,
-                    create=args.create_topics,
-                    client_kwargs=kwargs,
-                    progress=bar,
-                )
-            )
-    except KafkaError as exc:
-        _err(f"Kafka at {settings.bootstrap_servers}: {exc!r}")
-        return EXIT_FAILURE
-    print(
-        f"published {res.positions:,} position records to {names.positions} and "
-        f"{res.ticks:,} ticks to {names.market_ticks} in {res.seconds:.2f} s"
-    )
-    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
