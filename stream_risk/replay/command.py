@@ -87,8 +87,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from stream_risk.replay.ticks import TICK_FIELDS, Defaults, load_ticks
 
-    if args.publish and not args.bootstrap_servers and args.config is None:
-        pass  # settings/env may give the servers
     if args.speed < 0:
         raise UsageError("--speed must be >= 0 (0 = as fast as possible)")
     settings = _settings(args)

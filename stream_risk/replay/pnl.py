@@ -58,6 +58,13 @@ def max_drawdown(values: NDArray[np.float64]) -> tuple[float, int, int]:
     return float(dd[trough]), peak_i - 1, trough - 1
 
 
+def _last_at_each_time(ts: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Of sorted times, the last of each run of equal times."""
+    last = np.ones(len(ts), dtype=bool)
+    last[:-1] = ts[1:] != ts[:-1]
+    return last
+
+
 class _AssetPrices:
     """Distinct-time prices and spreads of each asset (the last tick at each time)."""
 
@@ -71,19 +78,9 @@ class _AssetPrices:
         codes = t.asset[order]
         for rows in np.split(order, np.flatnonzero(np.diff(codes)) + 1):
             ts = t.ts[rows]
-            last = np.ones(len(rows), dtype=bool)
-            last[:-1] = ts[1:] != ts[:-1]
+            last = _last_at_each_time(ts)
             r = rows[last]
             self.data[t.assets[int(t.asset[rows[0]])]] = (ts[last], t.price[r], t.spread[r])
-
-    def at(self, asset: str, t: int) -> tuple[float, float] | None:
-        """(price, spread) of the latest tick at or before t, else the first one after."""
-        d = self.data.get(asset)
-        if d is None or len(d[0]) == 0:
-            return None
-        i = int(np.searchsorted(d[0], t, "right")) - 1
-        i = max(i, 0)
-        return float(d[1][i]), float(d[2][i])
 
 
 def position_paths(tl: Timeline, log: ActionLog) -> dict[str, PnlPath]:
@@ -150,13 +147,7 @@ def _one_path(
             parts.append(part)
     if not parts:
         return None
-    ts = np.concatenate([p[0] for p in parts])
-    order_key = np.concatenate([p[1] for p in parts])
-    du = np.concatenate([p[2] for p in parts])
-    dh = np.concatenate([p[3] for p in parts])
-    px = np.concatenate([p[4] for p in parts])
-    cost = np.concatenate([p[5] for p in parts])
-    traded = np.concatenate([p[6] for p in parts])
+    ts, order_key, du, dh, px, cost, traded = (np.concatenate(c) for c in zip(*parts, strict=True))
     order = np.lexsort((order_key, ts))
     ts, du, dh, px, cost = ts[order], du[order], dh[order], px[order], cost[order]
     traded = traded[order]
@@ -230,9 +221,7 @@ def book_path(paths: Mapping[str, PnlPath]) -> PnlPath:
     ts = ts[order]
     u = np.cumsum(du[order])
     h = np.cumsum(dh[order])
-    # One point per distinct time (the value after everything at that time).
-    last = np.ones(len(ts), dtype=bool)
-    last[:-1] = ts[1:] != ts[:-1]
+    last = _last_at_each_time(ts)  # one point per time: the value after everything at it
 
     def per_time(x: NDArray[Any]) -> NDArray[Any]:
         return np.diff(np.cumsum(x[order])[last], prepend=x.dtype.type(0))
