@@ -220,12 +220,30 @@ def run(args: argparse.Namespace) -> int:
     write_chart(out_dir / "chart.png", paths, log, f"stream-risk replay: {args.ticks}")
     write_html(out_dir / "report.html", report, "chart.png")
 
+    _print_summary(summary, sweep_rows, len(ticks), len(records), ticks.vol_source)
+    print(f"wrote {out_dir}/actions.jsonl, report.json, report.html, chart.png")
+    rate = len(ticks) / run_s if run_s > 0 else float("inf")
+    err(
+        f"{args.path} path: {len(ticks):,} ticks in {run_s:.3f} s ({rate:,.0f} ticks/s); "
+        f"reading {load_s:.3f} s"
+    )
+    return EXIT_OK
+
+
+def _print_summary(
+    summary: dict[str, Any],
+    sweep_rows: list[dict[str, Any]],
+    n_ticks: int,
+    n_records: int,
+    vol_source: str,
+) -> None:
+    """The report's headline figures on stdout: actions, book P&L, turnover, sweep rows."""
     acts = summary["actions"]
     book = summary["pnl"]["book"]
     by = ", ".join(f"{a} {n}" for a, n in acts["by_action"].items() if n)
     print(
-        f"replayed {len(ticks):,} ticks and {len(records):,} position records "
-        f"({ticks.vol_source} vol): {acts['published']:,} actions ({by or 'none'}), "
+        f"replayed {n_ticks:,} ticks and {n_records:,} position records "
+        f"({vol_source} vol): {acts['published']:,} actions ({by or 'none'}), "
         f"{acts['tombstones']} tombstones"
     )
     print(
@@ -247,13 +265,6 @@ def run(args: argparse.Namespace) -> int:
             f"(unhedged {s['max_drawdown_unhedged']:,.2f}), final P&L hedged "
             f"{s['final_pnl_hedged']:,.2f}"
         )
-    print(f"wrote {out_dir}/actions.jsonl, report.json, report.html, chart.png")
-    rate = len(ticks) / run_s if run_s > 0 else float("inf")
-    err(
-        f"{args.path} path: {len(ticks):,} ticks in {run_s:.3f} s ({rate:,.0f} ticks/s); "
-        f"reading {load_s:.3f} s"
-    )
-    return EXIT_OK
 
 
 def _publish(args: argparse.Namespace, settings: Any, timeline: Any) -> int:
