@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from stream_risk.sidecar.app import encode_cursor
+from stream_risk.sidecar.positions import encode_cursor
 
 PAGE = "/positions?limit=100&cursor={}"
 SPARSE = "/positions?action=LIQUIDATE&limit=100&cursor={}"

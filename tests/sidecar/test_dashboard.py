@@ -16,17 +16,12 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-import stream_risk.sidecar.dashboard as dashboard
+import stream_risk.sidecar.dashboard_hub as dashboard_hub
 from stream_risk.engine import Engine, Lineage, PositionEvent, TickEvent
 from stream_risk.models import MarketTick, PositionMessage
 from stream_risk.sidecar import SidecarState, create_app
-from stream_risk.sidecar.dashboard import (
-    HUB_KEY,
-    MAX_QUEUED_FRAMES,
-    STATIC_FILES,
-    DashboardHub,
-    add_dashboard,
-)
+from stream_risk.sidecar.dashboard import HUB_KEY, STATIC_FILES, add_dashboard
+from stream_risk.sidecar.dashboard_hub import MAX_QUEUED_FRAMES, DashboardHub
 from stream_risk.sidecar.exposure import exposure_from_rows, exposure_of
 from stream_risk.state import EngineState
 
@@ -392,7 +387,7 @@ def test_a_table_bigger_than_a_sweep_is_swept_a_slice_per_poll(
 ) -> None:
     """SWEEP_ROWS = 2 over 5 rows: a lap is three polls (two once BTC-2 is closed); a
     change or a close is reported when the sweep passes it; the first lap is history."""
-    monkeypatch.setattr(dashboard, "SWEEP_ROWS", 2)
+    monkeypatch.setattr(dashboard_hub, "SWEEP_ROWS", 2)
     book.rows["SOL-1"] = row(
         "SOL-1", "SOL", 1.0, action("SOL-1", "SOL", "HOLD", 5.0, 900, 1e3, 1.0)
     )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import stream_risk.sidecar.app as sidecar_app
+import stream_risk.sidecar.positions as sidecar_positions
 from stream_risk.config import DEFAULT_CONFIG
 from stream_risk.engine import Engine, EngineConfig, Lineage, PositionEvent, TickEvent
 from stream_risk.engine.views import PositionQuery, PositionsPage
@@ -192,8 +192,8 @@ async def test_filters(client: TestClient[Any, Any], engine: Engine) -> None:
 async def test_the_scan_budget_gives_partial_pages_and_continuing_reaches_the_end(
     client: TestClient[Any, Any], engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sidecar_app, "SCAN_BUDGET", 10)
-    monkeypatch.setattr(sidecar_app, "CHUNK_SCAN", 4)
+    monkeypatch.setattr(sidecar_positions, "SCAN_BUDGET", 10)
+    monkeypatch.setattr(sidecar_positions, "CHUNK_SCAN", 4)
     # LIQUIDATE: no position of this book (checked): every page is empty but the last
     # says where to go on from, until the end.
     assert not any(
@@ -228,12 +228,12 @@ async def test_a_page_is_read_in_bounded_chunks() -> None:
         _, body = await get(c, "/positions", limit=1000)
         assert body["count"] == 1000
         assert [r["position_id"] for r in body["positions"]] == [f"q{i:05d}" for i in range(1000)]
-        assert len(calls) == 1000 // sidecar_app.CHUNK_ROWS
-        assert all(q.limit <= sidecar_app.CHUNK_ROWS for q in calls)
+        assert len(calls) == 1000 // sidecar_positions.CHUNK_ROWS
+        assert all(q.limit <= sidecar_positions.CHUNK_ROWS for q in calls)
         calls.clear()
         _, body = await get(c, "/positions", limit=1000, action="HOLD")  # no tick: no action
         assert body["count"] == 0 and body["scanned"] == 2500 and body["next_cursor"] is None
-        assert all(q.budget <= sidecar_app.CHUNK_SCAN for q in calls)
+        assert all(q.budget <= sidecar_positions.CHUNK_SCAN for q in calls)
 
 
 async def test_head_answers_without_a_body(client: TestClient[Any, Any]) -> None:
