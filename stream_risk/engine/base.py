@@ -22,9 +22,8 @@ from stream_risk.engine.events import (
     StepResult,
     Trigger,
 )
+from stream_risk.engine.market import DEFAULT_MARKET, DEFAULT_VOL
 from stream_risk.engine.table import (
-    DEFAULT_MARKET,
-    DEFAULT_VOL,
     LastAction,
     PositionState,
     Table,

@@ -47,6 +47,7 @@ from stream_risk.engine.events import (
     Trigger,
 )
 from stream_risk.engine.exposure import ExposureMixin
+from stream_risk.engine.market import MarketState
 from stream_risk.engine.rebuild import RebuildMixin
 from stream_risk.engine.record import (
     action_record,
@@ -58,7 +59,6 @@ from stream_risk.engine.replay_api import ReplayMixin
 from stream_risk.engine.scopes import ScopesMixin
 from stream_risk.engine.table import (
     MadeAction,
-    MarketState,
     PositionState,
     Table,
 )
