@@ -27,6 +27,7 @@ from stream_risk.config import (
     RiskConfig,
     patch_dict,
 )
+from stream_risk.engine.actions import MadeAction
 from stream_risk.engine.base import (
     CONFIG_HISTORY,
     EngineConfig,
@@ -57,11 +58,7 @@ from stream_risk.engine.record import (
 )
 from stream_risk.engine.replay_api import ReplayMixin
 from stream_risk.engine.scopes import ScopesMixin
-from stream_risk.engine.table import (
-    MadeAction,
-    PositionState,
-    Table,
-)
+from stream_risk.engine.table import PositionState, Table
 from stream_risk.engine.timers import Timers
 from stream_risk.engine.views import (
     PositionQuery,
