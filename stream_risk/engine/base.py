@@ -15,6 +15,7 @@ from stream_risk.config import (
     DEFAULT_CONFIG,
     RiskConfig,
 )
+from stream_risk.engine.actions import LastAction
 from stream_risk.engine.estimates import MarketDefaults, VolEstimator
 from stream_risk.engine.events import (
     PositionEvent,
@@ -22,13 +23,8 @@ from stream_risk.engine.events import (
     StepResult,
     Trigger,
 )
-from stream_risk.engine.table import (
-    DEFAULT_MARKET,
-    DEFAULT_VOL,
-    LastAction,
-    PositionState,
-    Table,
-)
+from stream_risk.engine.market import DEFAULT_MARKET, DEFAULT_VOL
+from stream_risk.engine.table import PositionState, Table
 from stream_risk.engine.timers import Timers
 from stream_risk.models import PositionMessage
 

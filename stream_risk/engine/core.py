@@ -27,6 +27,7 @@ from stream_risk.config import (
     RiskConfig,
     patch_dict,
 )
+from stream_risk.engine.actions import MadeAction
 from stream_risk.engine.base import (
     CONFIG_HISTORY,
     EngineConfig,
@@ -47,6 +48,7 @@ from stream_risk.engine.events import (
     Trigger,
 )
 from stream_risk.engine.exposure import ExposureMixin
+from stream_risk.engine.market import MarketState
 from stream_risk.engine.rebuild import RebuildMixin
 from stream_risk.engine.record import (
     action_record,
@@ -56,12 +58,7 @@ from stream_risk.engine.record import (
 )
 from stream_risk.engine.replay_api import ReplayMixin
 from stream_risk.engine.scopes import ScopesMixin
-from stream_risk.engine.table import (
-    MadeAction,
-    MarketState,
-    PositionState,
-    Table,
-)
+from stream_risk.engine.table import PositionState, Table
 from stream_risk.engine.timers import Timers
 from stream_risk.engine.views import (
     PositionQuery,

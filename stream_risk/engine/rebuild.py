@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from stream_risk.engine.actions import LastAction
 from stream_risk.engine.base import (
     MIN_RECORD_TS_MS,
     EngineParts,
@@ -31,10 +32,7 @@ from stream_risk.engine.record import (
     ReadAction,
     read_action,
 )
-from stream_risk.engine.table import (
-    LastAction,
-    PositionState,
-)
+from stream_risk.engine.table import PositionState
 
 
 class RebuildMixin(EngineParts):

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from stream_risk.assessor import assess
 from stream_risk.engine.base import EngineParts
-from stream_risk.engine.table import (
-    MarketState,
-    PriceHistory,
-)
+from stream_risk.engine.market import MarketState, PriceHistory
 
 
 class ReplayMixin(EngineParts):

@@ -27,7 +27,8 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
-from stream_risk.engine.table import MarketState, PositionState, Table
+from stream_risk.engine.market import MarketState
+from stream_risk.engine.table import PositionState, Table
 
 #: Candidates one page may examine (docs/design.md D14): a few milliseconds of the loop.
 DEFAULT_BUDGET = 20_000

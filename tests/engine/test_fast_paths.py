@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_risk.engine import Engine, EngineConfig, Event, StepResult
+from stream_risk.engine.actions import LastAction, MadeAction
 from stream_risk.engine.events import Trigger
-from stream_risk.engine.table import LastAction, MadeAction
 from stream_risk.models import MarketTick
 
 from . import MIN, T0, close, position, price_tick, tick

@@ -8,7 +8,7 @@ Expected values are the inputs the tests send (DESIGN's worked example, tests/en
 from __future__ import annotations
 
 from stream_risk.engine import Engine
-from stream_risk.engine.table import MadeAction
+from stream_risk.engine.actions import MadeAction
 
 from . import T0, close, only, position, price_tick, tick
 
