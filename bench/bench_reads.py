@@ -289,7 +289,7 @@ def notes(r: dict[str, Any]) -> list[str]:
     gcs = sum(v["gc_runs"] for v in ph.values())
     gc_max = max(v["gc_max_ms"] for v in ph.values())
     return [
-        f"8: pure core in-process, {r['positions']:,} positions on {N_ASSETS:,} assets "
+        f"9: pure core in-process, {r['positions']:,} positions on {N_ASSETS:,} assets "
         f"({r['with_action']:,} with an action, {r['liquidate']:,} LIQUIDATE), built in "
         f"{r['build_s']:.0f} s, RSS {r['rss_mb']:,.0f} MiB; the sidecar app served by aiohttp "
         "in the same process, the client in another. Longest hold by one callback / "

@@ -79,9 +79,9 @@ class ExposureMixin(EngineParts):
                 book[k] += e[k]
         book_net = book["net_notional_usd"]
         book_hedged = book_net - book["hedged_notional_usd"]
-        for name, m in moves:
+        for name, hedged_name, m in moves:
             book[name] = book_net * m
-            book["hedged_" + name] = book_hedged * m
+            book[hedged_name] = book_hedged * m
         limits = self.limits()
         breaches = []
         for scope, lim in limits.items():
@@ -108,17 +108,18 @@ class ExposureMixin(EngineParts):
             a: self._asset_exposure(a, len(by_asset[a]), moves) for a in assets if a in by_asset
         }
 
-    def _moves(self) -> tuple[tuple[str, float], ...]:
+    def _moves(self) -> tuple[tuple[str, str, float], ...]:
+        """(P&L key, hedged P&L key, move) of the four moves."""
         cfg = self.config.risk
         return (
-            ("pnl_down_5pct", -cfg.large_move),
-            ("pnl_down_2pct", -cfg.small_move),
-            ("pnl_up_2pct", cfg.small_move),
-            ("pnl_up_5pct", cfg.large_move),
+            ("pnl_down_5pct", "hedged_pnl_down_5pct", -cfg.large_move),
+            ("pnl_down_2pct", "hedged_pnl_down_2pct", -cfg.small_move),
+            ("pnl_up_2pct", "hedged_pnl_up_2pct", cfg.small_move),
+            ("pnl_up_5pct", "hedged_pnl_up_5pct", cfg.large_move),
         )
 
     def _asset_exposure(
-        self, asset: str, n: int, moves: tuple[tuple[str, float], ...]
+        self, asset: str, n: int, moves: tuple[tuple[str, str, float], ...]
     ) -> dict[str, Any]:
         market = self.table.markets.get(asset)
         priced = market is not None and market.ts >= 0
@@ -138,9 +139,9 @@ class ExposureMixin(EngineParts):
             "gross_notional_usd": gross_size * price,
             "hedged_notional_usd": hedged_size * price,
         }
-        for name, m in moves:
+        for name, hedged_name, m in moves:
             e[name] = net * m
-            e["hedged_" + name] = hedged * m
+            e[hedged_name] = hedged * m
         return e
 
 
