@@ -68,8 +68,9 @@ from bench._common import (
     rss_bytes,
     wall_ms,
 )
-from stream_risk.engine import EngineConfig
+from stream_risk.engine import Engine, EngineConfig
 from stream_risk.kafka.app import ProcessorConfig, StreamProcessor
+from stream_risk.kafka.codec import decode_position
 from stream_risk.kafka.embedded import free_port
 from stream_risk.kafka.reader import read_to_end
 from stream_risk.kafka.topics import TopicNames
@@ -103,6 +104,35 @@ def position_records(n: int, n_assets: int, ts: int, seed: int = SEED) -> Iterat
             body["config"] = {"max_loss_pct": 0.03}
         pid = body["position_id"].encode()
         yield Rec(pid, orjson.dumps(body), ts)
+
+
+class _Consumed:
+    """What the rebuild's reader hands the codec for one `positions` record."""
+
+    __slots__ = ("key", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(self, offset: int, partition: int, rec: Rec, ts: int) -> None:
+        self.topic = "positions"
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = ts
+        self.key = rec.key
+        self.value = rec.value
+
+
+def load_positions(engine: Engine, n: int, n_assets: int, ts: int, partitions: int = 6) -> None:
+    """`position_records` into a pure `Engine` as the shell's rebuild loads a table:
+    decoded record by record in batches of 10,000 (`Engine.load`), then every partition
+    settled at `ts` + 60 s (its ids go into the sorted indexes there, as after a rebuild)."""
+    batch: list[Any] = []
+    for i, rec in enumerate(position_records(n, n_assets, ts)):
+        batch.append(decode_position(_Consumed(i, i % partitions, rec, ts)))
+        if len(batch) == 10_000:
+            engine.load(batch)
+            batch = []
+    engine.load(batch)
+    for partition in range(partitions):
+        engine.settle(partition, ts + 60_000)
 
 
 def full_tick(a: int, ts: int, rnd: random.Random) -> dict[str, Any]:

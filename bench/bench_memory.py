@@ -40,43 +40,22 @@ ROUNDS = 3
 def measure(n: int) -> dict[str, Any]:
     """In this process (call it in a fresh one): RSS growth per position, loaded and tracked."""
     import gc
+    import random
 
     import orjson
 
     from bench._common import rss_bytes
-    from bench.bench_engine import full_tick, position_records
+    from bench.bench_engine import full_tick, load_positions
     from stream_risk.engine import Engine, EngineConfig, TickEvent
     from stream_risk.engine.events import Lineage
-    from stream_risk.kafka.codec import decode_position
     from stream_risk.models import MarketTick
-
-    class _Rec:
-        __slots__ = ("key", "offset", "partition", "timestamp", "topic", "value")
-
-        def __init__(self, offset: int, key: bytes | None, value: bytes | None, ts: int) -> None:
-            self.topic = "positions"
-            self.partition = offset % 6
-            self.offset = offset
-            self.timestamp = ts
-            self.key = key
-            self.value = value
-
-    import random
 
     rnd = random.Random(1)
     ticks = [full_tick(a, T0, rnd) for a in range(N_ASSETS)]
     engine = Engine(EngineConfig())
     gc.collect()
     rss0 = rss_bytes()
-    batch: list[Any] = []
-    for i, rec in enumerate(position_records(n, N_ASSETS, T0 - 60_000)):
-        ev = decode_position(_Rec(i, rec.key, rec.value, T0 - 60_000))
-        batch.append(ev)
-        if len(batch) == 10_000:
-            engine.load(batch)
-            batch = []
-    engine.load(batch)
-    del batch
+    load_positions(engine, n, N_ASSETS, T0 - 60_000)
     gc.collect()
     rss_loaded = rss_bytes()
     assessed = 0

@@ -52,36 +52,14 @@ def build_engine(n: int) -> Any:
     """N positions loaded and assessed once (see the module's doc)."""
     import orjson
 
-    from bench.bench_engine import full_tick, position_records
+    from bench.bench_engine import full_tick, load_positions
     from stream_risk.engine import Engine, EngineConfig, TickEvent
     from stream_risk.engine.events import Lineage
-    from stream_risk.kafka.codec import decode_position
     from stream_risk.models import MarketTick
-
-    class _Rec:
-        __slots__ = ("key", "offset", "partition", "timestamp", "topic", "value")
-
-        def __init__(self, offset: int, key: bytes | None, value: bytes | None, ts: int) -> None:
-            self.topic = "positions"
-            self.partition = offset % 6
-            self.offset = offset
-            self.timestamp = ts
-            self.key = key
-            self.value = value
 
     engine = Engine(EngineConfig())
     gc.disable()  # as a rebuild does: loading only adds long-lived objects
-    batch: list[Any] = []
-    for i, rec in enumerate(position_records(n, N_ASSETS, T0 - 60_000)):
-        batch.append(decode_position(_Rec(i, rec.key, rec.value, T0 - 60_000)))
-        if len(batch) == 10_000:
-            engine.load(batch)
-            batch = []
-    engine.load(batch)
-    for partition in range(6):
-        # As the shell does once a partition is rebuilt (its ids go into the sorted
-        # indexes there, in one sort: not in the first read).
-        engine.settle(partition, T0)
+    load_positions(engine, n, N_ASSETS, T0 - 60_000)
     rnd = random.Random(1)
     for a in range(N_ASSETS):
         tick = MarketTick.model_validate_json(orjson.dumps(full_tick(a, T0, rnd)))
