@@ -99,12 +99,7 @@ class MadeAction(LastAction):
         config_version: dict[str, int] | None = None,
         topic: str = "",
     ) -> None:
-        self.action = action
-        self.hedge_pct = hedge_pct
-        self.instrument = instrument
-        self.risk_score = risk_score
-        self.stale = stale
-        self._data = None
+        super().__init__(action, hedge_pct, instrument, risk_score, stale)
         self.pos = pos
         self.market = market
         self.cfg = cfg

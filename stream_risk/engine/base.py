@@ -24,6 +24,7 @@ from stream_risk.engine.events import (
     Trigger,
 )
 from stream_risk.engine.market import DEFAULT_MARKET, DEFAULT_VOL
+from stream_risk.engine.record import ReadAction
 from stream_risk.engine.table import PositionState, Table
 from stream_risk.engine.timers import Timers
 from stream_risk.models import PositionMessage
@@ -88,6 +89,24 @@ class Restored:
     position_ts: int
     tick_ts: int
     config_version: dict[str, int]
+
+    @classmethod
+    def of(cls, read: ReadAction) -> Restored:
+        """What the rebuild keeps of an action record read back (its bytes as read)."""
+        return cls(
+            LastAction(
+                read.action,
+                read.hedge_pct,
+                read.instrument,
+                read.risk_score,
+                read.stale,
+                read.value,
+            ),
+            read.next_due,
+            read.position_ts,
+            read.tick_ts,
+            read.config_version,
+        )
 
 
 #: A Kafka record timestamp below this (March 1973 in epoch ms) is not a usable clock:

@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 
-from stream_risk.engine.actions import LastAction
 from stream_risk.engine.base import (
     MIN_RECORD_TS_MS,
     EngineParts,
@@ -183,20 +182,7 @@ class RebuildMixin(EngineParts):
         if not isinstance(value, ReadAction):
             value = read_action(compact(orjson.dumps(value)))
             assert value is not None  # a dict encodes to a readable object
-        restored[position_id] = Restored(
-            LastAction(
-                value.action,
-                value.hedge_pct,
-                value.instrument,
-                value.risk_score,
-                value.stale,
-                value.value,
-            ),
-            value.next_due,
-            value.position_ts,
-            value.tick_ts,
-            value.config_version,
-        )
+        restored[position_id] = Restored.of(value)
 
     def restore_batch(self, partition: int, records: Iterable[Any]) -> None:
         """Rebuild: `restore` every record (aiokafka's: `key`, `value` bytes) of a read of
@@ -214,20 +200,7 @@ class RebuildMixin(EngineParts):
             if read is None:
                 restored.pop(pid, None)
                 continue
-            restored[pid] = Restored(
-                LastAction(
-                    read.action,
-                    read.hedge_pct,
-                    read.instrument,
-                    read.risk_score,
-                    read.stale,
-                    read.value,
-                ),
-                read.next_due,
-                read.position_ts,
-                read.tick_ts,
-                read.config_version,
-            )
+            restored[pid] = Restored.of(read)
 
     def settle(self, partition: int, now_ms: int) -> StepResult:
         """Rebuild done for `partition`: resume timers, act on what changed while down.
