@@ -56,6 +56,9 @@ class EngineConfig:
     market_defaults: MarketDefaults = DEFAULT_MARKET
     #: The vol estimate used while an asset's feed gives no volatility_1d (None: off, wait).
     vol: VolEstimator | None = DEFAULT_VOL
+    #: Keep each (asset, positions partition)'s contribution to the book (D17), for the
+    #: shell's aggregation stage (`Engine.drain_partials`). Off: no cost (replay).
+    book_partials: bool = False
 
 
 @dataclass(slots=True)

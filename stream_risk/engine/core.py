@@ -78,7 +78,7 @@ class Engine(RebuildMixin, ScopesMixin, ExposureMixin, ReplayMixin, EngineParts)
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self.table = Table()
+        self.table = Table(track_parts=self.config.book_partials)
         self.timers = Timers()
         self.stats = Stats()
         self._config_cache: dict[tuple[tuple[str, Any], ...], RiskConfig] = {}
@@ -303,7 +303,7 @@ class Engine(RebuildMixin, ScopesMixin, ExposureMixin, ReplayMixin, EngineParts)
             # A new version is a new object: the actions made of the old one reference it
             # (`MadeAction.pos`) and must keep describing it. The timer and last action
             # carry over; the old version keeps only its data (no cycle through `last`).
-            old = pos
+            old = replaced = pos
             pos = PositionState(pid)
             pos.last = old.last
             pos.next_due = old.next_due
@@ -316,6 +316,7 @@ class Engine(RebuildMixin, ScopesMixin, ExposureMixin, ReplayMixin, EngineParts)
             pos = PositionState(pid)
             old_asset = old_partition = None
             old_size = 0.0
+            replaced = None
         pos.asset = msg.asset
         pos.size = msg.size
         pos.entry_price = msg.entry_price
@@ -331,7 +332,7 @@ class Engine(RebuildMixin, ScopesMixin, ExposureMixin, ReplayMixin, EngineParts)
         pos.offset = lineage.offset
         if lineage.topic is not self._pos_topic:
             self._pos_topic = lineage.topic
-        table.upsert(pos, old_asset, old_partition, old_size)
+        table.upsert(pos, old_asset, old_partition, old_size, replaced)
         affected[pid] = "position"
 
     @staticmethod

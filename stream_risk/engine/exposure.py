@@ -7,9 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import ValidationError
+
+from stream_risk.book.figures import Moves, all_breaches, asset_figures, book_figures, moves_of
+from stream_risk.book.net import MarketInputs
+from stream_risk.book.partial import Partial, total
 from stream_risk.config import (
     SCOPE_ASSET,
     SCOPE_GLOBAL,
+    RiskConfig,
 )
 from stream_risk.engine.base import LIMIT_FIELDS, EngineParts
 from stream_risk.engine.views import waiting_detail as _waiting_detail
@@ -61,9 +67,68 @@ class ExposureMixin(EngineParts):
                     out[scope] = lim
         return out
 
+    # ------------------------------------------------------------------ the book (D17)
+    def drain_partials(self) -> list[tuple[str, int, Partial | None]]:
+        """What the positions partitions held here contribute to each asset's book, for
+        the (asset, partition) keys changed since the last call (None: nothing left
+        there, a tombstone). Needs `EngineConfig.book_partials`."""
+        return [
+            (a, p, None if s is None else Partial.of(s)) for a, p, s in self.table.drain_parts()
+        ]
+
+    def asset_totals(self, asset: str) -> Partial:
+        """The sums of `book.partial.FIELDS` over the positions of `asset` held here (all
+        their partitions; replay's are all -1). Needs `EngineConfig.book_partials`."""
+        parts = self.table.parts
+        if parts is None:
+            raise RuntimeError("asset_totals needs EngineConfig(book_partials=True)")
+        return total(Partial.of(s) for (a, _), s in parts.items() if a == asset)
+
+    def book_market(self, asset: str) -> MarketInputs | None:
+        """The asset's market as the model reads it (None until it is complete)."""
+        m = self.table.markets.get(asset)
+        if m is None or not m.complete:
+            return None
+        vol, spread = m.volatility_1d, m.spot_spread_bps
+        assert vol is not None and spread is not None
+        return MarketInputs(
+            m.ts,
+            m.current_price,
+            vol,
+            spread,
+            m.perp_funding_rate,
+            m.bid_depth_usd,
+            m.ask_depth_usd,
+        )
+
+    def price(self, asset: str) -> float | None:
+        """The asset's latest price (None before its first tick)."""
+        m = self.table.markets.get(asset)
+        return m.current_price if m is not None and m.ts >= 0 else None
+
+    def asset_config(self, asset: str) -> RiskConfig:
+        """The asset's effective config: defaults < global < asset:<ASSET> (what its net
+        position is assessed with)."""
+        try:
+            cfg, _ = self._effective("", asset, {}, self.scopes)
+        except ValidationError:
+            cfg = None
+        return cfg or self.config.risk
+
+    def asset_limits(self, asset: str) -> dict[str, float]:
+        """The notional limits of `asset:<ASSET>` (a book limit is not an asset's)."""
+        return self.limits().get(SCOPE_ASSET + asset, {})
+
+    def book_limits(self) -> dict[str, float]:
+        return self.limits().get("book", {})
+
+    def moves(self) -> Moves:
+        return self._moves()
+
     def book_exposure(self) -> dict[str, Any]:
         """Net / gross notional and P&L under the four moves, per asset and for the book,
-        at the latest price of each asset; with the limits in force and their breaches.
+        of the positions this instance holds, at the latest price of each asset; with the
+        limits in force and their breaches (the figures' rules: `book.figures`).
 
         P&L at move m of a set of positions = Σ size × price × m = net notional × m;
         hedged (each position hedged at the fraction h its latest action advises, the
@@ -71,33 +136,18 @@ class ExposureMixin(EngineParts):
         market has no price yet count in `positions`, `long` and `short` only.
         """
         moves = self._moves()
-        assets: dict[str, dict[str, Any]] = {}
-        book: dict[str, Any] = dict.fromkeys(_SUMMED, 0)
-        for asset, pids in self.table.by_asset.items():
-            e = assets[asset] = self._asset_exposure(asset, len(pids), moves)
-            for k in _SUMMED:
-                book[k] += e[k]
-        book_net = book["net_notional_usd"]
-        book_hedged = book_net - book["hedged_notional_usd"]
-        for name, hedged_name, m in moves:
-            book[name] = book_net * m
-            book[hedged_name] = book_hedged * m
+        assets = {
+            asset: self._asset_exposure(asset, len(pids), moves)
+            for asset, pids in self.table.by_asset.items()
+        }
+        book = book_figures(assets, moves)
         limits = self.limits()
-        breaches = []
-        for scope, lim in limits.items():
-            x = book if scope == "book" else assets.get(scope[len(SCOPE_ASSET) :])
-            if x is None:
-                continue
-            for name, value in (
-                ("max_net_notional_usd", abs(x["net_notional_usd"])),
-                ("max_gross_notional_usd", x["gross_notional_usd"]),
-            ):
-                limit = lim.get(name)
-                if limit is not None and value > limit:
-                    breaches.append(
-                        {"scope": scope, "limit": name, "limit_usd": limit, "value_usd": value}
-                    )
-        return {"assets": assets, "book": book, "limits": limits, "breaches": breaches}
+        return {
+            "assets": assets,
+            "book": book,
+            "limits": limits,
+            "breaches": all_breaches(assets, book, limits),
+        }
 
     def asset_exposure(self, assets: Iterable[str]) -> dict[str, dict[str, Any]]:
         """`book_exposure()["assets"]` for these assets only (those of the table among
@@ -108,50 +158,26 @@ class ExposureMixin(EngineParts):
             a: self._asset_exposure(a, len(by_asset[a]), moves) for a in assets if a in by_asset
         }
 
-    def _moves(self) -> tuple[tuple[str, str, float], ...]:
+    def _moves(self) -> Moves:
         """(P&L key, hedged P&L key, move) of the four moves."""
         cfg = self.config.risk
-        return (
-            ("pnl_down_5pct", "hedged_pnl_down_5pct", -cfg.large_move),
-            ("pnl_down_2pct", "hedged_pnl_down_2pct", -cfg.small_move),
-            ("pnl_up_2pct", "hedged_pnl_up_2pct", cfg.small_move),
-            ("pnl_up_5pct", "hedged_pnl_up_5pct", cfg.large_move),
-        )
+        return moves_of(cfg.small_move, cfg.large_move)
 
-    def _asset_exposure(
-        self, asset: str, n: int, moves: tuple[tuple[str, str, float], ...]
-    ) -> dict[str, Any]:
+    def _asset_exposure(self, asset: str, n: int, moves: Moves) -> dict[str, Any]:
         market = self.table.markets.get(asset)
         priced = market is not None and market.ts >= 0
-        price = market.current_price if market is not None and priced else 0.0
         # Σ size × price = price × Σ size (the table keeps the sums per asset).
         net_size, gross_size, longs, shorts, hedged_size = self.table.sizes.get(asset, _NONE)
-        if not priced:
-            net_size = gross_size = hedged_size = 0.0
-        net = net_size * price
-        hedged = (net_size - hedged_size) * price  # Σ size × (1 − h) × price
-        e: dict[str, Any] = {
-            "positions": n,
-            "long": int(longs),
-            "short": int(shorts),
-            "price": price if priced else None,
-            "net_notional_usd": net,
-            "gross_notional_usd": gross_size * price,
-            "hedged_notional_usd": hedged_size * price,
-        }
-        for name, hedged_name, m in moves:
-            e[name] = net * m
-            e[hedged_name] = hedged * m
-        return e
+        return asset_figures(
+            n,
+            int(longs),
+            int(shorts),
+            net_size,
+            gross_size,
+            hedged_size,
+            market.current_price if market is not None and priced else None,
+            moves,
+        )
 
 
-#: What `book_exposure` sums over the assets for the book.
-_SUMMED = (
-    "positions",
-    "long",
-    "short",
-    "net_notional_usd",
-    "gross_notional_usd",
-    "hedged_notional_usd",
-)
 _NONE = (0.0, 0.0, 0.0, 0.0, 0.0)

@@ -260,4 +260,5 @@ class RebuildMixin(EngineParts):
             if pos is not None:
                 pos.next_due = -1
                 pos.last = None  # its action references it: no cycle left behind
+        self.table.forget_parts(partition)
         return len(pids)

@@ -96,12 +96,14 @@ class Table:
         "_unsorted",
         "by_asset",
         "by_partition",
+        "dirty_parts",
         "markets",
+        "parts",
         "positions",
         "sizes",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, track_parts: bool = False) -> None:
         self.positions: dict[str, PositionState] = {}
         self.markets: dict[str, MarketState] = {}
         self.by_asset: dict[str, dict[str, None]] = {}  # ordered sets: deterministic order
@@ -118,6 +120,12 @@ class Table:
         #: out (so an asset without sorted ids has only such members). No set of them is
         #: kept: a dict of a million ids costs ~0.3 µs an insert, as much as the table's.
         self._unsorted = False
+        #: Per (asset, positions partition), the sums of `book.partial.FIELDS` over its
+        #: positions (what the partition contributes to the asset's book, D17), and the
+        #: keys changed since the last `drain_parts`; None when not tracked (replay, a
+        #: single instance without the book stage): no cost then.
+        self.parts: dict[tuple[str, int], list[float]] | None = {} if track_parts else None
+        self.dirty_parts: set[tuple[str, int]] = set()
 
     @property
     def ids(self) -> SortedList:
@@ -174,6 +182,8 @@ class Table:
         asset = pos.asset
         self.positions[pid] = pos
         _add(self.sizes, asset, pos.size, _hedged(pos.last))
+        if self.parts is not None:
+            self._part(pos, 1.0, _hedged(pos.last))
         members = self.by_asset.get(asset)
         if members is None:
             self.by_asset[asset] = {pid: None}
@@ -192,7 +202,9 @@ class Table:
         old_asset: str | None,
         old_partition: int | None,
         old_size: float = 0.0,
+        old: PositionState | None = None,
     ) -> None:
+        """`old`: the version `pos` replaces (its fields; needed when `parts` is tracked)."""
         pid = pos.position_id
         self.positions[pid] = pos
         sizes = self.sizes
@@ -200,6 +212,10 @@ class Table:
         if old_asset is not None:
             _sub(sizes, old_asset, old_size, h)
         _add(sizes, pos.asset, pos.size, h)
+        if self.parts is not None:
+            if old is not None:
+                self._part(old, -1.0, h)
+            self._part(pos, 1.0, h)
         if old_asset is None and old_partition is None:  # new: index it, nothing to unindex
             self.by_asset.setdefault(pos.asset, {})[pid] = None
             self.by_partition.setdefault(pos.partition, {})[pid] = None
@@ -228,6 +244,8 @@ class Table:
         pos = self.positions.pop(position_id, None)
         if pos is not None:
             _sub(self.sizes, pos.asset, pos.size, _hedged(pos.last))
+            if self.parts is not None:
+                self._part(pos, -1.0, _hedged(pos.last))
             self._unindex(self.by_asset, pos.asset, position_id)
             if pos.asset not in self.by_asset:
                 self.sizes.pop(pos.asset, None)
@@ -246,6 +264,65 @@ class Table:
             s = self.sizes.get(pos.asset)
             if s is not None:
                 s[4] += pos.size * h_new - pos.size * h_old
+            parts = self.parts
+            if parts is not None:
+                key = (pos.asset, pos.partition)
+                p = parts.get(key)
+                if p is not None:
+                    size = pos.size
+                    if size > 0:
+                        p[5] += size * h_new - size * h_old
+                    elif size < 0:
+                        p[6] += -size * h_new + size * h_old
+                    self.dirty_parts.add(key)
+
+    def _part(self, pos: PositionState, sign: float, h: float) -> None:
+        """Add (sign 1) or take out (-1) a position's terms of its (asset, partition) sums;
+        an emptied key goes (no float residue left behind)."""
+        parts = self.parts
+        assert parts is not None
+        key = (pos.asset, pos.partition)
+        self.dirty_parts.add(key)
+        q = pos.size
+        a = abs(q)
+        e = pos.entry_price
+        o = pos.opened_at if pos.opened_at is not None else pos.ts - pos.age_at_ts * 60_000
+        p = parts.get(key)
+        if p is None:
+            if sign < 0:
+                return
+            p = parts[key] = [0.0] * 10
+        p[0] += sign
+        p[1] += sign * (q > 0)
+        p[2] += sign * (q < 0)
+        p[3] += sign * q
+        p[4] += sign * a
+        if q > 0:
+            p[5] += sign * q * h
+        elif q < 0:
+            p[6] += sign * a * h
+        p[7] += sign * a * e
+        p[8] += sign * q * e
+        p[9] += sign * a * o
+        if p[0] <= 0:
+            del parts[key]
+
+    def drain_parts(self) -> list[tuple[str, int, list[float] | None]]:
+        """The (asset, partition) keys changed since the last call, with their sums (None:
+        no position left there)."""
+        parts = self.parts
+        if parts is None or not self.dirty_parts:
+            return []
+        out = [(a, p, parts.get((a, p))) for a, p in sorted(self.dirty_parts)]
+        self.dirty_parts.clear()
+        return out
+
+    def forget_parts(self, partition: int) -> None:
+        """A revoked partition: its keys are the next owner's to publish, not ours."""
+        if self.parts is not None:
+            for key in [k for k in self.parts if k[1] == partition]:
+                del self.parts[key]
+            self.dirty_parts = {k for k in self.dirty_parts if k[1] != partition}
 
     def _sorted_add(self, asset: str, position_id: str) -> None:
         ids = self._ids_by_asset.get(asset)
