@@ -117,7 +117,7 @@ class NetBook:
     def record(
         self, cfg: RiskConfig, breaches: list[dict[str, Any]], assessed_at: int
     ) -> dict[str, Any]:
-        """The `risk-book` value of this asset (schemas/risk_book.schema.json)."""
+        """The `risk-book` value of this asset (schemas/risk-book.schema.json)."""
         return net_record(self, cfg, breaches, assessed_at)
 
 
