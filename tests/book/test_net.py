@@ -253,3 +253,20 @@ def test_no_hedges_advised_per_position() -> None:
     assert rec["netted_hedge"] is None
     assert rec["netting_saving_usd"] == 0.0
     assert rec["saving_usd"] == approx(-61.0)
+
+
+def test_a_net_of_float_residue_is_flat() -> None:
+    # A partition's running sums after +40, +7.3, −40 and the 7.3 closed:
+    # 40 + 7.3 − 40 − 7.3 = −2.66e-15 in floats, not 0; and the hedges likewise.
+    residue = 40.0 + 7.3 - 40.0 - 7.3
+    assert residue != 0.0
+    t = Partial(2, 1, 1, residue, 80.0, 40.0 + residue, 40.0, 4_880_000.0, -80_000.0, 80.0 * T0)
+    rec = net_record(NetBook.of("BTC", t, market(0.0), CFG, T0), CFG, [], T0)
+    # assessed flat: HOLD, score 0, no hedge; the hedges cancel: no netted trade
+    a = rec["advice"]
+    assert (a["action"], a["risk_score"], a["suggested_hedge"]) == ("HOLD", 0.0, None)
+    assert rec["netted_hedge"] is None
+    # a small real net is not residue: 1e-6 BTC on 80 gross is assessed (> 1e-9 × 80)
+    small = t._replace(net_size=1e-6)
+    assessed = NetBook.of("BTC", small, market(0.0), CFG, T0).assessment
+    assert assessed is not None and assessed.size == 1e-6
