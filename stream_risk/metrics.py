@@ -290,7 +290,8 @@ class Metrics:
         self.http_errors = Counter(
             PREFIX + "http_errors_total",
             "HTTP requests answered with an error, by route and kind "
-            "(malformed, validation, too_large, not_found, method_not_allowed, internal).",
+            "(malformed, validation, too_large, not_found, method_not_allowed, book_stage_off, "
+            "internal).",
             ["path", "kind"],
             registry=r,
         )
