@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_risk.engine import Engine
-from stream_risk.sidecar import SidecarState, StatelessState, create_app
+from stream_risk.metrics import EngineView
+from stream_risk.sidecar import Metrics, SidecarState, StatelessState, create_app
 from stream_risk.state import EngineState
 
 from .book_state import RECORDS, WholeBook
@@ -148,3 +151,60 @@ def test_state_defaults() -> None:
     assert EngineState(Engine()).book_records() is None
     assert EngineState(Engine()).exposure_view()["scope"] == "instance"
     assert WholeBook().book_records() == RECORDS
+
+
+# ---------------------------------------------------------------------- /metrics
+async def scrape(view: dict[str, Any] | None, assets: int = 50) -> str:
+    registry = CollectorRegistry()
+    m = Metrics.for_registry(registry)
+    m.state.bind(lambda: EngineView(ready=True, exposure=view, exposure_assets=assets))
+    async with TestClient(TestServer(create_app(WholeBook(), metrics=m))) as c:
+        return await (await c.get("/metrics")).text()
+
+
+def series(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name
+    }
+
+
+async def test_metrics_of_the_whole_book_carry_the_net_hedge_and_saving() -> None:
+    text = await scrape(WholeBook().exposure_view())
+    assert sample(text, "stream_risk_exposure_whole_book") == 1
+    assert series(text, "stream_risk_book_net_hedge_size") == {
+        (("instrument", "spot_sell"), ("scope", "asset:BTC")): 5.0,
+        (("instrument", "none"), ("scope", "asset:ETH")): 0.0,  # HOLD: no hedge
+    }  # SOL: no price, no advice
+    assert series(text, "stream_risk_book_hedge_saving_usd") == {
+        (("scope", "book"),): 528.0,
+        (("scope", "asset:BTC"),): 528.0,
+        (("scope", "asset:ETH"),): 0.0,
+    }
+    notional = "stream_risk_exposure_notional_usd"
+    assert sample(text, notional, scope="book", kind="net") == 640_000.0
+
+
+async def test_book_metrics_are_bounded_to_the_largest_assets() -> None:
+    records = {
+        f"A{i:02d}": dict(RECORDS["BTC"], asset=f"A{i:02d}", gross_size=90.0 + i) for i in range(60)
+    }
+    text = await scrape(WholeBook(records).exposure_view(), assets=50)
+    hedges = series(text, "stream_risk_book_net_hedge_size")
+    assert len(hedges) == 50
+    assert {dict(k)["scope"] for k in hedges} == {f"asset:A{i:02d}" for i in range(10, 60)}
+    savings = series(text, "stream_risk_book_hedge_saving_usd")
+    assert len(savings) == 51  # and the book's
+    assert savings[(("scope", "book"),)] == 60 * 528.0
+
+
+async def test_metrics_of_one_instance_have_no_book_figures() -> None:
+    text = await scrape(EngineState(Engine()).exposure_view())
+    assert sample(text, "stream_risk_exposure_whole_book") == 0
+    assert series(text, "stream_risk_book_net_hedge_size") == {}
+    assert series(text, "stream_risk_book_hedge_saving_usd") == {}
+    text = await scrape(None)  # nothing computed (`serve`): declared, empty
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {"stream_risk_book_net_hedge_size", "stream_risk_book_hedge_saving_usd"} <= names
