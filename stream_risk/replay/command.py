@@ -279,7 +279,8 @@ def _print_summary(
             f"  sweep {row['label']}: {s['hedge_changes']:,} hedge changes, hedge cost "
             f"{s['hedge_cost_usd']:,.2f}, max drawdown hedged {s['max_drawdown_hedged']:,.2f} "
             f"(unhedged {s['max_drawdown_unhedged']:,.2f}), final P&L hedged "
-            f"{s['final_pnl_hedged']:,.2f}"
+            f"{s['final_pnl_hedged']:,.2f}; net hedging cost {s['net_hedge_cost_usd']:,.2f} "
+            f"(saving {s['net_saving_usd']:,.2f})"
         )
 
 

@@ -154,15 +154,19 @@ def net_held(
     cur = 0.0
     h = 0.0
     n = 0
+    mts: list[int] = market.ts.tolist()
+    i = k = -1  # the latest change and the latest tick at or before t
     for t in sorted(points):
-        i = int(np.searchsorted(ch_ts, t, "right")) - 1
+        while i + 1 < len(ch_ts) and ch_ts[i + 1] <= t:
+            i += 1
+        while k + 1 < len(mts) and mts[k + 1] <= t:
+            k += 1
         if i < 0:
             continue
         _, tot, cfg = changes[i]
         if tot.empty or tot.net_size == 0:
             new = 0.0
         else:
-            k = int(np.searchsorted(market.ts, t, "right")) - 1
             m = market.inputs(k) if k >= 0 else None
             if m is None:
                 new = tot.net_size * h  # no new advice: the fraction held stays

@@ -195,3 +195,18 @@ def test_the_cli_on_the_candles_writes_the_net_line(
     )
     assert replay(*argv) == 0
     assert read_report(out2)["net_hedging"] == read_report(out)["net_hedging"]
+
+
+def test_each_sweep_row_has_the_net_figures(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ("--ticks", ticks(tmp_path), "--position", "a=X:50@100", "--position", "b=X:-40@100")
+    assert replay(*argv, "--sweep", "max_hedge_cost_bps=5,50", "--out", out) == 0
+    rows = {r["label"]: r["summary"] for r in read_report(out)["sweep"]}
+    assert len(rows) == 2
+    cheap, normal = (rows[k] for k in sorted(rows))
+    # max_hedge_cost_bps 5 < the 10 bps spread: HOLD throughout, nothing hedged either way.
+    assert cheap["hedge_cost_usd"] == cheap["net_hedge_cost_usd"] == 0.0
+    assert normal["hedge_cost_usd"] == approx(9.225)
+    assert normal["net_hedge_cost_usd"] == approx(1.025)
+    assert normal["net_saving_usd"] == approx(8.2)
+    assert normal["net_final_pnl"] == approx(73.975)
