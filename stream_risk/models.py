@@ -318,6 +318,26 @@ class BookRecord(BaseModel):
     breaches: list[BookBreach]
 
 
+class BookContribution(BaseModel):
+    """A record of the internal topic `risk-book-partials` (key `<positions partition>:
+    <asset>`; null when that partition holds no position of the asset): sums over the
+    positions of one asset in one positions partition (`book.partial.Partial`, D17). h is
+    the hedge fraction of the position's latest action; o the epoch ms its age counts from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    positions: int = Field(ge=1)
+    longs: int = Field(ge=0)
+    shorts: int = Field(ge=0)
+    net_size: float = Field(description="Σ size.")
+    gross_size: float = Field(ge=0, description="Σ |size|.")
+    long_hedged: float = Field(description="Σ over longs of size × h.")
+    short_hedged: float = Field(description="Σ over shorts of |size| × h.")
+    entry_weight: float = Field(description="Σ |size| × entry_price.")
+    entry_signed: float = Field(description="Σ size × entry_price.")
+    origin_weight: float = Field(description="Σ |size| × o.")
+
+
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "assess-request": AssessRequest,
     "assess-response": AssessResponse,
@@ -327,4 +347,5 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "risk-config": RiskConfigPatch,
     "risk-alert": RiskAlert,
     "risk-book": BookRecord,
+    "risk-book-partial": BookContribution,
 }

@@ -332,6 +332,7 @@ def test_schema_models_listed() -> None:
         "risk-config",
         "risk-alert",
         "risk-book",
+        "risk-book-partial",
     }
 
 

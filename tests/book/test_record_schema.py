@@ -99,3 +99,15 @@ def test_broken_records_are_rejected(mutate: Any) -> None:
     mutate(rec)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(rec, schema(), cls=jsonschema.Draft202012Validator)
+
+
+def test_a_contribution_as_sent_validates_against_its_schema() -> None:
+    # The internal topic's value (`Partial.to_json`) against schemas/risk-book-partial.
+    data: dict[str, Any] = orjson.loads((SCHEMAS / "risk-book-partial.schema.json").read_bytes())
+    sent = orjson.loads(TWO_SIDED.to_json())
+    jsonschema.validate(sent, data)
+    assert sent["net_size"] == 10.0 and sent["positions"] == 2
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**sent, "extra": 1}, data)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({k: v for k, v in sent.items() if k != "gross_size"}, data)
