@@ -116,7 +116,13 @@ async def test_missing_topics_names_them_and_creates_nothing(
     assert not set(missing) & await _list(kafka_bootstrap)
     with pytest.raises(MissingTopicsError) as excinfo:
         await ensure_topics(kafka_bootstrap, topic_specs(topic_names))
-    assert excinfo.value.missing == [*missing, topic_names.risk_config, topic_names.risk_alerts]
+    assert excinfo.value.missing == [
+        *missing,
+        topic_names.risk_config,
+        topic_names.risk_alerts,
+        topic_names.risk_book_partials,
+        topic_names.risk_book,
+    ]
     assert str(kafka_bootstrap) in str(excinfo.value)
 
 
