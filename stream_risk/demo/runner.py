@@ -141,8 +141,14 @@ async def run_demo(
             market_ticks=settings.topic_market_ticks,
             risk_actions=settings.topic_actions,
             risk_dlq=settings.topic_dlq,
+            risk_config=settings.topic_config,
+            risk_alerts=settings.topic_alerts,
+            risk_book_partials=settings.topic_book_partials,
+            risk_book=settings.topic_book,
         )
-        await create_topics(bootstrap, topic_specs(names, include_controls=False))
+        # Every topic, the controls and the book's too: the engine shows the whole book
+        # (D17) and warns about nothing a demo user cannot act on.
+        await create_topics(bootstrap, topic_specs(names))
 
         feeder = Feeder(bootstrap, settings, opts)
         watcher = ActionWatcher(bootstrap, settings.topic_actions)
