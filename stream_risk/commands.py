@@ -165,6 +165,8 @@ async def _topics(settings: Settings, action: str, partitions: int) -> int:
         risk_dlq=settings.topic_dlq,
         risk_config=settings.topic_config,
         risk_alerts=settings.topic_alerts,
+        risk_book_partials=settings.topic_book_partials,
+        risk_book=settings.topic_book,
     )
     kw = settings.kafka_security_kwargs()
     # The core topics and risk-config / risk-alerts (docs/design.md D9).

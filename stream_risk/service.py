@@ -40,6 +40,8 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         dlq_topic=settings.topic_dlq,
         config_topic=settings.topic_config,
         alerts_topic=settings.topic_alerts,
+        book_partials_topic=settings.topic_book_partials,
+        book_topic=settings.topic_book,
         alert_webhook=settings.alert_webhook,
         alert_dlq_per_minute=settings.alert_dlq_per_minute,
         create_topics=settings.create_topics,

@@ -138,6 +138,14 @@ class Settings(BaseSettings):
     topic_dlq: str = Field("risk-dlq", min_length=1)
     topic_config: str = Field("risk-config", min_length=1, description="Live limits (D9).")
     topic_alerts: str = Field("risk-alerts", min_length=1, description="Alerts (D9).")
+    topic_book_partials: str = Field(
+        "risk-book-partials",
+        min_length=1,
+        description="Internal: each positions partition's contribution per asset (D17).",
+    )
+    topic_book: str = Field(
+        "risk-book", min_length=1, description="Net position and advice per asset (D17)."
+    )
     create_topics: bool = Field(False, description="Create missing topics at start.")
     compression: Compression = Field(
         DEFAULT_COMPRESSION,

@@ -76,6 +76,14 @@ class ExposureMixin(EngineParts):
             (a, p, None if s is None else Partial.of(s)) for a, p, s in self.table.drain_parts()
         ]
 
+    def set_book_partials(self, on: bool) -> None:
+        """Keep the contributions (`drain_partials`) or not: `EngineConfig.book_partials`,
+        decided by the shell once it knows the book's topics exist. Before any position."""
+        if self.table.positions:
+            raise RuntimeError("set_book_partials before the first position")
+        self.table.parts = {} if on else None
+        self.table.dirty_parts.clear()
+
     def asset_totals(self, asset: str) -> Partial:
         """The sums of `book.partial.FIELDS` over the positions of `asset` held here (all
         their partitions; replay's are all -1). Needs `EngineConfig.book_partials`."""

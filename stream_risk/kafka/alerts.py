@@ -44,6 +44,9 @@ class AlertSender:
         #: When each recent dead letter was acknowledged (the DLQ-rate rule).
         self.dlq_times: deque[float] = deque()
         self._sends: set[asyncio.Future[None]] = set()
+        #: The book stage owns the limit and stale-market alerts (D17): the owner of each
+        #: asset (and of the book) fires them once across the instances, not this check.
+        self.book_owned = False
 
     def dead_lettered(self, n: int) -> None:
         t = time.monotonic()
@@ -90,7 +93,8 @@ class AlertSender:
         now = wall_ms() if now_ms is None else now_ms
         tracker = self.tracker
         breaches = None
-        if engine.limits() or tracker.has_kind(alerting.EXPOSURE_LIMIT):
+        owned = self.book_owned
+        if not owned and (engine.limits() or tracker.has_kind(alerting.EXPOSURE_LIMIT)):
             breaches = engine.book_exposure()["breaches"]
         markets = engine.table.markets
         market_ts = [
@@ -105,7 +109,9 @@ class AlertSender:
         out = alerting.limit_transitions(
             tracker,
             breaches=breaches,
-            stale=alerting.stale_markets(market_ts, now, engine.config.max_tick_age_ms),
+            stale={}
+            if owned
+            else alerting.stale_markets(market_ts, now, engine.config.max_tick_age_ms),
             dlq_last_minute=len(times),
             dlq_per_minute=self.cfg.alert_dlq_per_minute,
             now_ms=now,

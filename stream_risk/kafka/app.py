@@ -37,6 +37,7 @@ from stream_risk.engine import Engine, EngineConfig, PositionEvent
 from stream_risk.engine.events import Event
 from stream_risk.kafka import topics as topic_admin
 from stream_risk.kafka.base import timed
+from stream_risk.kafka.book import BookStage, Extra
 from stream_risk.kafka.clients import Clients
 from stream_risk.kafka.codec import DeadLetter
 from stream_risk.kafka.config import ProcessorConfig, tune_gc, wall_ms
@@ -107,6 +108,8 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         self._fetch_failing: dict[str, str] = {}
         self._uncommitted: dict[TopicPartition, int] = {}
         self._commit_failing: str | None = None
+        #: The book stage (D17) when its topics exist, else None (this instance's book).
+        self.book: BookStage | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -144,11 +147,28 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
                 risk_dlq=cfg.dlq_topic,
                 risk_config=cfg.config_topic or topic_admin.RISK_CONFIG,
                 risk_alerts=cfg.alerts_topic or topic_admin.RISK_ALERTS,
+                risk_book_partials=cfg.book_partials_topic or topic_admin.RISK_BOOK_PARTIALS,
+                risk_book=cfg.book_topic or topic_admin.RISK_BOOK,
             )
             specs = [s for s in topic_admin.topic_specs(names) if s.name in missing]
             await topic_admin.create_topics(cfg.bootstrap_servers, specs, **kw)
             missing = []
+        book_topics = (cfg.book_partials_topic, cfg.book_topic)
+        if cfg.book_partials_topic and cfg.book_topic:
+            if cfg.book_partials_topic in missing or cfg.book_topic in missing:
+                log.warning(
+                    "topics %s / %s are missing: each instance's /exposure, limits and alerts "
+                    "cover only its own positions; create them (`stream-risk topics create`) "
+                    "to see one book across instances",
+                    *book_topics,
+                )
+            else:
+                self.book = BookStage(self, cfg.book_partials_topic, cfg.book_topic)
+        self.engine.set_book_partials(self.book is not None)
+        self.publisher.alerts.book_owned = self.book is not None
         for t in missing:
+            if t in book_topics:
+                continue
             log.warning(
                 "topic %s is missing: running without it (%s); create it with "
                 "`stream-risk topics create` to use it",
@@ -190,6 +210,8 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
             )
         await self._start_config()
         await self._start_ticks()
+        if self.book is not None:
+            await self.book.start()
         self._positions = self.clients.group_consumer(
             cfg.group_id,
             session_timeout_ms=cfg.session_timeout_ms,
@@ -313,7 +335,11 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
                     # Produced freely: the acks and the commit of `commits` wait for the
                     # next checkpoint (docs/design.md D15).
                     await publisher.produce(
-                        res, dead, commits, fetched if events and fetched < math.inf else -1.0
+                        res,
+                        dead,
+                        commits,
+                        fetched if events and fetched < math.inf else -1.0,
+                        self.book_partials(),
                     )
                     for tp, off in commits.items():
                         self._live[tp.partition] = off
@@ -347,6 +373,8 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
             guard.close()
         self._guards.clear()
         await self.publisher.alerts.stop_webhook()
+        if self.book is not None:
+            await self.book.stop()
         producer = self.publisher.producer
         if producer is not None and not self.publisher.idle:
             # The last checkpoint: what was processed is committed once acknowledged; if
@@ -382,11 +410,29 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         view["topic"] = self._config_topic
         return view
 
+    def book_partials(self) -> list[Extra]:
+        """The contribution records of what changed since the last call (D17)."""
+        if self.book is None:
+            return []
+        return self.book.partial_records(self.engine.drain_partials())
+
+    def book_records(self) -> dict[str, dict[str, Any]] | None:
+        """`GET /book`: the latest risk-book record per asset (None: no book stage)."""
+        return None if self.book is None else dict(self.book.view.records)
+
     def exposure_view(self) -> dict[str, Any]:
-        """`GET /exposure`: per asset and book, limits, breaches and the active alerts."""
-        view = self.engine.book_exposure()
+        """`GET /exposure`: per asset and book, limits, breaches and the active alerts: the
+        whole book (`scope: book`) with the book stage, else this instance's positions."""
+        if self.book is not None:
+            view = self.book.exposure_view()
+            owned = self.book.agg.tracker.active
+        else:
+            view = self.engine.book_exposure()
+            view["scope"] = "instance"
+            owned = {}
         view["alerts_active"] = [
-            {"key": k, "kind": kind, "details": d} for k, (kind, d) in self.alerts.active.items()
+            {"key": k, "kind": kind, "details": d}
+            for k, (kind, d) in [*self.alerts.active.items(), *owned.items()]
         ]
         view["alerts_recent"] = list(self.recent_alerts)[-20:]
         return view

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -25,6 +25,9 @@ from stream_risk.kafka.config import ProcessorConfig
 from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker
 from stream_risk.kafka.publisher import Publisher
 from stream_risk.metrics import Metrics
+
+if TYPE_CHECKING:
+    from stream_risk.kafka.book import BookStage, Extra
 
 log = logging.getLogger("stream_risk.engine")
 
@@ -63,6 +66,14 @@ class ShellState:
     #: Consumer name -> why its fetches fail now (the consumer reconnects by itself).
     _fetch_failing: dict[str, str]
     _fetch_errors_logged: dict[str, float]
+    #: The book stage (D17) when its topics exist.
+    book: BookStage | None
+
+    def book_partials(self) -> list[Extra]:
+        raise NotImplementedError
+
+    def exposure_view(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _guard(self, name: str, consumer: AIOKafkaConsumer) -> GuardedFetch:
         guard = self._guards[name] = GuardedFetch(consumer, self.unreadable)

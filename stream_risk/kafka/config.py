@@ -58,6 +58,14 @@ class ProcessorConfig:
     config_topic: str | None = "risk-config"
     #: Alerts (fired / cleared). None: not published.
     alerts_topic: str | None = "risk-alerts"
+    #: One book across instances (D17): the contributions' internal topic and the net
+    #: position per asset. The book stage runs when both are set and exist; None (the
+    #: default here; the CLI's settings name them): each instance shows its own positions.
+    book_partials_topic: str | None = None
+    book_topic: str | None = None
+    #: How often the book stage looks for ticks of its assets, stale markets and the
+    #: book's limits (contributions are aggregated as they arrive).
+    book_interval_s: float = 0.1
     create_topics: bool = False
     #: "auto": idempotent producer if the broker supports it; "on" / "off" force it.
     idempotence: str = "auto"
@@ -104,5 +112,20 @@ class ProcessorConfig:
 
     @property
     def control_topics(self) -> list[str]:
-        """risk-config and risk-alerts: used when present (created under create_topics)."""
-        return [t for t in (self.config_topic, self.alerts_topic) if t]
+        """risk-config, risk-alerts and the book's topics: used when present (created under
+        create_topics)."""
+        return [
+            t
+            for t in (
+                self.config_topic,
+                self.alerts_topic,
+                self.book_partials_topic,
+                self.book_topic,
+            )
+            if t
+        ]
+
+    @property
+    def book_group_id(self) -> str:
+        """The consumer group of the book stage (owners of assets)."""
+        return self.group_id + ".book"

@@ -128,7 +128,7 @@ class HealthMixin(ShellState):
             ready=self.is_ready()[0],
             consumer_lag=lag,
             waiting=self.engine.waiting(),
-            exposure=self.engine.book_exposure(),
+            exposure=self.exposure_view(),
             exposure_assets=self.cfg.exposure_metrics_assets,
             stats=self.engine.stats.as_dict(),
             config_rejected=self.publisher.config_rejected,
@@ -181,6 +181,8 @@ class HealthMixin(ShellState):
                 "no progress for "
                 f"{STALL_AFTER_S:g}s on partitions behind their end: {', '.join(self._stalled)}"
             )
+        if self.book is not None:
+            reasons.extend(self.book.reasons())
         reasons.extend(self.unreadable.reasons())
         if self.publisher.failing:
             reasons.append(self.publisher.failing)

@@ -54,6 +54,8 @@ class _Step:
 
     outputs: list[Output]
     dead: list[DeadLetter]
+    #: Other records of the step: (topic, partition, key, value) (the book's, D17).
+    extra: list[tuple[str, int, bytes, bytes | None]]
     #: When its records were fetched (time.monotonic()); -1: not from a fetch.
     fetched: float
     futures: list[asyncio.Future[Any]] = field(default_factory=list)
@@ -135,6 +137,7 @@ class Publisher:
         dead: list[DeadLetter],
         offsets: dict[TopicPartition, int] | None = None,
         fetched: float = -1.0,
+        extra: list[tuple[str, int, bytes, bytes | None]] | None = None,
     ) -> None:
         """Produce a step's actions and dead letters without waiting for their acks; they,
         and the `positions` offsets the step consumed, are pending until the next
@@ -146,15 +149,15 @@ class Publisher:
             cp.opened = time.monotonic()
         if offsets:
             cp.offsets.update(offsets)
-        if not res.outputs and not dead:
+        if not res.outputs and not dead and not extra:
             return
         # A letter too big for one produce request fails the same way on every retry: it
         # would stall the engine (and re-send the batch's actions each second). It goes out
         # with its value cut, and its `error` header says so.
         dead = [fit_dead_letter(d, self.cfg.max_request_size) for d in dead]
-        step = _Step(res.outputs, dead, fetched)
+        step = _Step(res.outputs, dead, extra or [], fetched)
         cp.steps.append(step)
-        cp.records += len(res.outputs) + len(dead)
+        cp.records += len(res.outputs) + len(dead) + len(step.extra)
         if self._broken is None:
             # At most one step in flight: aiokafka sends one request at a time to a broker
             # and queues one batch per partition behind it, so a step sent before the
@@ -232,6 +235,8 @@ class Publisher:
             futures.append(
                 await producer.send(cfg.dlq_topic, value=d.value, key=d.key, headers=d.headers())
             )
+        for topic, part, key, value in step.extra:
+            futures.append(await producer.send(topic, value=value, key=key, partition=part))
         step.futures = futures
         step.remaining = len(futures)
         step.failed = False

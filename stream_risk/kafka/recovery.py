@@ -261,7 +261,8 @@ class RecoveryMixin(ShellState):
                 res.assessments += settled.assessments
                 self._positions.seek(tp, ends[tp])
                 commits[tp] = ends[tp]
-            await self.publisher.produce(res, dead, commits)
+            # The rebuilt partitions' contributions to the book, published again (D17).
+            await self.publisher.produce(res, dead, commits, extra=self.book_partials())
             await self._checkpoint()
             for tp in commits:
                 self._pending.discard(tp.partition)

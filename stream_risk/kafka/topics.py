@@ -34,6 +34,8 @@ __all__ = [
     "POSITIONS",
     "RISK_ACTIONS",
     "RISK_ALERTS",
+    "RISK_BOOK",
+    "RISK_BOOK_PARTIALS",
     "RISK_CONFIG",
     "RISK_DLQ",
     "MissingTopicsError",
@@ -55,11 +57,21 @@ RISK_ACTIONS = "risk-actions"
 RISK_DLQ = "risk-dlq"
 RISK_CONFIG = "risk-config"
 RISK_ALERTS = "risk-alerts"
+#: One book across instances (DESIGN §13, D17): the internal repartition topic of the
+#: per-(asset, positions partition) contributions, and the net position per asset.
+RISK_BOOK_PARTIALS = "risk-book-partials"
+RISK_BOOK = "risk-book"
 
 #: The four topics of the contract's §2.
 CORE_TOPICS: tuple[str, ...] = (POSITIONS, MARKET_TICKS, RISK_ACTIONS, RISK_DLQ)
 #: §2 plus the risk-desk controls of §10.
-ALL_TOPICS: tuple[str, ...] = (*CORE_TOPICS, RISK_CONFIG, RISK_ALERTS)
+ALL_TOPICS: tuple[str, ...] = (
+    *CORE_TOPICS,
+    RISK_CONFIG,
+    RISK_ALERTS,
+    RISK_BOOK_PARTIALS,
+    RISK_BOOK,
+)
 
 DEFAULT_PARTITIONS = 6
 #: Replication factor used when a spec leaves it open: min(this, brokers in the cluster).
@@ -83,6 +95,8 @@ class TopicNames:
     risk_dlq: str = RISK_DLQ
     risk_config: str = RISK_CONFIG
     risk_alerts: str = RISK_ALERTS
+    risk_book_partials: str = RISK_BOOK_PARTIALS
+    risk_book: str = RISK_BOOK
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
@@ -94,8 +108,14 @@ class TopicNames:
         return (self.positions, self.market_ticks, self.risk_actions, self.risk_dlq)
 
     def all(self) -> tuple[str, ...]:
-        """The core topics plus risk-config and risk-alerts."""
-        return (*self.core(), self.risk_config, self.risk_alerts)
+        """The core topics plus risk-config, risk-alerts and the book's two."""
+        return (
+            *self.core(),
+            self.risk_config,
+            self.risk_alerts,
+            self.risk_book_partials,
+            self.risk_book,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +154,9 @@ def topic_specs(
     - risk-dlq: 1 partition (low volume, one ordered record of what went wrong),
       delete policy, 30 days' retention (time to investigate and replay).
     - risk-config (compacted) and risk-alerts (delete, 30 days): 1 partition each;
-      with ``include_controls=False`` they are left out.
+    - risk-book-partials (compacted, ``partitions``: the owners of assets scale with it)
+      and risk-book (compacted, 1 partition: every instance reads all of it) (D17);
+      with ``include_controls=False`` these four are left out.
     """
     n = names or TopicNames()
     rf = replication_factor
@@ -148,6 +170,8 @@ def topic_specs(
         specs += [
             TopicSpec(n.risk_config, 1, dict(_COMPACT), rf),
             TopicSpec(n.risk_alerts, 1, _delete(30), rf),
+            TopicSpec(n.risk_book_partials, partitions, dict(_COMPACT), rf),
+            TopicSpec(n.risk_book, 1, dict(_COMPACT), rf),
         ]
     return specs
 
