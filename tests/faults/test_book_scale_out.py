@@ -319,7 +319,7 @@ async def one_book(
             asset_limit = f"limit:asset:{big}:max_gross_notional_usd"
             limits = {
                 "global": {"max_gross_notional_usd": 0.9 * gross},
-                f"asset:{big}": {"max_gross_notional_usd": 0.5 * want[big].gross},
+                f"asset:{big}": {"max_gross_notional_usd": 0.3 * want[big].gross},
             }
             await set_limits(producer, topics, limits)
             fired = {(BOOK_LIMIT, "fired"): 1, (asset_limit, "fired"): 1}
