@@ -315,6 +315,9 @@ async def one_book(
             # c: one alert per breach across the instances.
             want = truth(stream)
             gross = sum(w.gross for w in want.values())
+            # The asset limit at 30 % of the asset's gross: some instance holds at least a
+            # third of it (2 or 3 of them), so alerts from each instance's own positions
+            # would fire it there too; the book limit at 90 %: no instance alone breaks it.
             big = max(want, key=lambda a: want[a].gross)
             asset_limit = f"limit:asset:{big}:max_gross_notional_usd"
             limits = {
