@@ -48,6 +48,19 @@ Risk-desk controls (docs/design.md D9)
     exposure_pnl           stream_risk_exposure_pnl_usd{scope,move}          gauge
                            move = down_5pct | down_2pct | up_2pct | up_5pct
     limit_breached         stream_risk_limit_breached{scope,limit}           gauge 0/1
+    exposure_whole_book    stream_risk_exposure_whole_book                   gauge 0/1
+                           1 when the exposure gauges are the whole book's (the book
+                           stage runs: `scope: "book"`), 0 when they are this instance's
+One book across instances (docs/design.md D17; only while the book stage runs)
+    book_net_hedge_size    stream_risk_book_net_hedge_size{scope,instrument} gauge
+                           the suggested hedge of an asset's net position, in units of
+                           the asset (scope = asset:<ASSET>; instrument = spot_sell |
+                           spot_buy | perp_short | perp_long, or none with 0 when the
+                           net advice places no hedge)
+    book_hedge_saving      stream_risk_book_hedge_saving_usd{scope}          gauge
+                           what hedging the net saves against hedging each position
+                           alone (spread + funding), per asset and for the book
+    (the per-asset ones: the same 50 largest assets by gross as the exposure gauges)
     alerts                 stream_risk_alerts_total{kind,state}      state = fired | cleared
     alerts_active          stream_risk_alerts_active                         gauge
     alert_webhook          stream_risk_alert_webhook_total{result}
@@ -143,7 +156,9 @@ class EngineView:
     consumer_lag: Mapping[tuple[str, int], int] = field(default_factory=dict)
     #: `Engine.waiting()`: asset -> {"positions": n, "missing": [...], ...}.
     waiting: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    #: `Engine.book_exposure()` (assets, book, limits, breaches); None: not computed.
+    #: The state's `exposure_view()` (assets, book, limits, breaches, `scope`: the whole
+    #: book's when the book stage runs, with each asset's `net_advice` and `saving_usd`;
+    #: else `Engine.book_exposure()`, this instance's); None: not computed.
     exposure: Mapping[str, Any] | None = None
     #: At most this many assets (largest gross) get exposure gauges (a bounded label set).
     exposure_assets: int = 50
@@ -248,6 +263,24 @@ def _exposure_families(v: EngineView) -> Iterator[Metric]:
         "1 while a notional limit of risk-config is exceeded.",
         labels=["scope", "limit"],
     )
+    whole = GaugeMetricFamily(
+        PREFIX + "exposure_whole_book",
+        "1 when the exposure gauges are the whole book's (the book stage runs), "
+        "0 when they are this instance's positions only.",
+        value=1 if v.exposure is not None and v.exposure.get("scope") == "book" else 0,
+    )
+    hedge = GaugeMetricFamily(
+        PREFIX + "book_net_hedge_size",
+        "The suggested hedge of an asset's net position across the whole book, in units "
+        "of the asset, by instrument (none: the net advice places no hedge).",
+        labels=["scope", "instrument"],
+    )
+    saving = GaugeMetricFamily(
+        PREFIX + "book_hedge_saving_usd",
+        "USD saved by hedging an asset's net position instead of each position alone "
+        "(spread + funding), per asset and for the book.",
+        labels=["scope"],
+    )
     view = v.exposure
     if view is not None:
         top = sorted(view["assets"].items(), key=lambda kv: -kv[1]["gross_notional_usd"])
@@ -257,6 +290,15 @@ def _exposure_families(v: EngineView) -> Iterator[Metric]:
                 notional.add_metric([scope, kind], e[f"{kind}_notional_usd"])
             for move in MOVES:
                 pnl.add_metric([scope, move], e[f"pnl_{move}"])
+            if e.get("saving_usd") is not None:
+                saving.add_metric([scope], e["saving_usd"])
+            advice = e.get("net_advice")
+            if advice is not None:
+                h = advice.get("suggested_hedge")
+                if h is None:
+                    hedge.add_metric([scope, "none"], 0.0)
+                else:
+                    hedge.add_metric([scope, h["instrument"]], h["size"])
         hit = {(b["scope"], b["limit"]) for b in view["breaches"]}
         for scope, lim in view["limits"].items():
             for name in lim:
@@ -264,6 +306,9 @@ def _exposure_families(v: EngineView) -> Iterator[Metric]:
     yield notional
     yield pnl
     yield breached
+    yield whole
+    yield hedge
+    yield saving
 
 
 class Metrics:
@@ -290,7 +335,8 @@ class Metrics:
         self.http_errors = Counter(
             PREFIX + "http_errors_total",
             "HTTP requests answered with an error, by route and kind "
-            "(malformed, validation, too_large, not_found, method_not_allowed, internal).",
+            "(malformed, validation, too_large, not_found, method_not_allowed, book_stage_off, "
+            "internal).",
             ["path", "kind"],
             registry=r,
         )

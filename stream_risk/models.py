@@ -1,5 +1,6 @@
 """Pydantic models of every message at the edges: `/assess` request and response, the
-`positions` and `market-ticks` records and the `risk-actions` record (DESIGN §1, §2).
+`positions` and `market-ticks` records, the `risk-actions` and `risk-book` records
+(DESIGN §1, §2, §13).
 
 These validate input once at the edge; the hot path works on plain floats. JSON Schemas in
 `schemas/` are generated from these models (`make schemas`) and a test fails on drift.
@@ -238,6 +239,105 @@ class RiskAlert(BaseModel):
     ts: int = Field(description="Wall clock (ms) when the condition started or cleared.")
 
 
+# ---------------------------------------------------------------- risk-book (DESIGN §13)
+class BookAdvice(BaseModel):
+    """The model's assessment of an asset's net position (`Assessment.to_dict()`: the
+    `/assess` response fields less `version` and `ts_ms`)."""
+
+    action: Action
+    hedge_pct: float
+    risk_score: float
+    reasoning: str
+    suggested_hedge: HedgeOut | None = Field(
+        description="The hedge of the net position at hedge_pct (null when 0 or flat)."
+    )
+    pnl_scenarios: PnLScenariosOut
+    position_notional_usd: float
+    current_unrealized_pnl: float
+    re_evaluate_minutes: int
+    risk_breakdown: RiskBreakdownOut
+    reason_code: ReasonCode
+
+
+class PerPositionHedges(BaseModel):
+    """Every position hedged on its own at its latest action's fraction, on the market now."""
+
+    sell_size: float = Field(description="Σ over longs of size × h: what the longs' hedges sell.")
+    buy_size: float = Field(description="Σ over shorts of |size| × h: what the shorts' buy.")
+    traded_size: float = Field(description="sell_size + buy_size.")
+    traded_notional_usd: float
+    spread_cost_usd: float
+    funding_cost_1d_usd: float = Field(description="Net 1-day funding (< 0: received).")
+    total_cost_usd: float = Field(
+        description="Spread + each side's 1-day funding when it pays (DESIGN §1)."
+    )
+
+
+class BookBreach(BaseModel):
+    """A notional limit of the asset its net position breaks."""
+
+    scope: str = Field(description="asset:<ASSET>.")
+    limit: Literal["max_net_notional_usd", "max_gross_notional_usd"]
+    limit_usd: float
+    value_usd: float
+
+
+class BookRecord(BaseModel):
+    """A record of `risk-book` (key = asset; null when its last position closed): the net
+    position of the asset across the whole book, assessed with the model, and what
+    netting saves (docs/design.md D17)."""
+
+    schema_version: int = SCHEMA_VERSION
+    asset: str
+    event_ts: int = Field(description="Event time (ms) the figures are as of.")
+    assessed_at: int = Field(description="Wall clock (ms) when assessed.")
+    tick_ts: int | None = Field(description="ts of the market tick used (null: no market yet).")
+    price: float | None = Field(description="The asset's price used (null: no market yet).")
+    positions: int
+    long: int
+    short: int
+    net_size: float = Field(description="Σ size.")
+    gross_size: float = Field(description="Σ |size|.")
+    hedged_size: float = Field(description="Σ size × h of each position's latest action.")
+    entry_price: float = Field(description="Σ |size| × entry / Σ |size| (0 when flat).")
+    age_minutes: float = Field(description="Size-weighted age of the positions.")
+    net_notional_usd: float | None
+    gross_notional_usd: float | None
+    unrealized_pnl: float | None = Field(description="Σ size × (price − entry).")
+    advice: BookAdvice | None = Field(description="The net position assessed (null: no market).")
+    per_position_hedges: PerPositionHedges | None
+    netted_hedge: HedgeOut | None = Field(
+        description="The per-position hedges netted into one trade (null when they cancel)."
+    )
+    saving_usd: float | None = Field(
+        description="per_position_hedges' total cost − the net advice's hedge cost."
+    )
+    netting_saving_usd: float | None = Field(
+        description="per_position_hedges' total cost − netted_hedge's cost."
+    )
+    breaches: list[BookBreach]
+
+
+class BookContribution(BaseModel):
+    """A record of the internal topic `risk-book-partials` (key `<positions partition>:
+    <asset>`; null when that partition holds no position of the asset): sums over the
+    positions of one asset in one positions partition (`book.partial.Partial`, D17). h is
+    the hedge fraction of the position's latest action; o the epoch ms its age counts from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    positions: int = Field(ge=1)
+    longs: int = Field(ge=0)
+    shorts: int = Field(ge=0)
+    net_size: float = Field(description="Σ size.")
+    gross_size: float = Field(ge=0, description="Σ |size|.")
+    long_hedged: float = Field(description="Σ over longs of size × h.")
+    short_hedged: float = Field(description="Σ over shorts of |size| × h.")
+    entry_weight: float = Field(description="Σ |size| × entry_price.")
+    entry_signed: float = Field(description="Σ size × entry_price.")
+    origin_weight: float = Field(description="Σ |size| × o.")
+
+
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "assess-request": AssessRequest,
     "assess-response": AssessResponse,
@@ -246,4 +346,6 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "risk-action": RiskAction,
     "risk-config": RiskConfigPatch,
     "risk-alert": RiskAlert,
+    "risk-book": BookRecord,
+    "risk-book-partial": BookContribution,
 }

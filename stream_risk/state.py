@@ -19,6 +19,10 @@ Reads are per request on the event loop: a state with a big table implements
 `positions_page`, `position` and `count` in bounded work (the engine's do: O(log n) seek, a
 scan budget, only a page's rows formatted) and `exposure_view` from running sums; the
 defaults derive them from `positions()`, O(table), for small states and test doubles.
+
+One book across instances (docs/design.md D17): `exposure_view()` says in `scope` whether
+it is the whole book (`"book"`, the book stage runs) or this instance's positions only
+(`"instance"`); `book_records()` answers `GET /book` (None: the stage is off).
 """
 
 from __future__ import annotations
@@ -78,7 +82,18 @@ class SidecarState(ABC):
 
     def exposure_view(self) -> dict[str, Any] | None:
         """`GET /exposure`: exposure per asset and for the book, limits and breaches.
-        None: the sidecar derives what it can from `positions()` (O(table))."""
+        None: the sidecar derives what it can from `positions()` (O(table)).
+
+        `scope` says whose positions it sums (docs/design.md D17): `"book"` when the book
+        stage runs (the whole book, whichever instance holds which positions; each asset
+        then carries `net_advice` and `saving_usd`, the book `saving_usd`), `"instance"`
+        when it is off (only this instance's positions partitions)."""
+        return None
+
+    def book_records(self) -> dict[str, dict[str, Any]] | None:
+        """`GET /book`: asset -> its latest `risk-book` record (the whole book's net
+        position of the asset, its advice and what netting saves: D17). None when the book
+        stage is off (its topics `risk-book-partials` and `risk-book` do not exist)."""
         return None
 
     def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]] | None:
@@ -119,7 +134,13 @@ class EngineReads(SidecarState):
         return self.engine.config_view()
 
     def exposure_view(self) -> dict[str, Any]:
-        return self.engine.book_exposure()
+        # This engine's own positions: the whole book only through the book stage (D17).
+        view = self.engine.book_exposure()
+        view["scope"] = "instance"
+        return view
+
+    def book_records(self) -> dict[str, dict[str, Any]] | None:
+        return None  # an engine alone has no book stage
 
     def asset_exposure(self, assets: Collection[str]) -> dict[str, dict[str, Any]]:
         return self.engine.asset_exposure(assets)

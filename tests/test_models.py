@@ -331,6 +331,8 @@ def test_schema_models_listed() -> None:
         "risk-action",
         "risk-config",
         "risk-alert",
+        "risk-book",
+        "risk-book-partial",
     }
 
 

@@ -70,6 +70,17 @@ def per_position_hedges(
     }
 
 
+#: A net within this fraction of the gross size is flat: the running sums of positions that
+#: came and went leave float residue (+40 + 7.3 − 7.3 − 40 = −2.7e-15), which the model
+#: would assess as a tiny position (HEDGE_PARTIAL of 1e-15 BTC), flapping with its sign.
+FLAT_TOLERANCE = 1e-9
+
+
+def _netted(size: float, gross: float) -> float:
+    """`size`, or 0.0 when it is float residue of a netted-out sum (|size| ≤ 1e-9 × gross)."""
+    return 0.0 if abs(size) <= FLAT_TOLERANCE * gross else size
+
+
 def _hedge_dict(size: float, price: float, m: MarketInputs, h: float, cfg: RiskConfig) -> Any:
     if size == 0 or h <= 0:
         return None
@@ -99,7 +110,7 @@ class NetBook:
         if market is not None and not totals.empty:
             price = market.current_price
             a = assess(
-                totals.net_size,
+                _netted(totals.net_size, totals.gross_size),
                 totals.vwap_entry,
                 totals.age_minutes(at_ms),
                 totals.unrealized_pnl(price),
@@ -117,7 +128,7 @@ class NetBook:
     def record(
         self, cfg: RiskConfig, breaches: list[dict[str, Any]], assessed_at: int
     ) -> dict[str, Any]:
-        """The `risk-book` value of this asset (schemas/risk_book.schema.json)."""
+        """The `risk-book` value of this asset (schemas/risk-book.schema.json)."""
         return net_record(self, cfg, breaches, assessed_at)
 
 
@@ -157,7 +168,7 @@ def net_record(
     rec["gross_notional_usd"] = t.gross_size * price
     rec["unrealized_pnl"] = t.unrealized_pnl(price)
     each = per_position_hedges(t, price, m.spot_spread_bps, m.perp_funding_rate, cfg)
-    netted = _hedge_dict(t.long_hedged - t.short_hedged, price, m, 1.0, cfg)
+    netted = _hedge_dict(_netted(t.long_hedged - t.short_hedged, t.gross_size), price, m, 1.0, cfg)
     rec["per_position_hedges"] = each
     rec["netted_hedge"] = netted
     rec["netting_saving_usd"] = each["total_cost_usd"] - (

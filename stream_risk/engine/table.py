@@ -306,6 +306,15 @@ class Table:
         p[9] += sign * a * o
         if p[0] <= 0:
             del parts[key]
+        elif p[1] <= 0 and p[2] <= 0:
+            # Only flat positions left: every size-weighted sum is exactly 0 (no residue
+            # that would make a flat key look like a tiny, negative-gross position).
+            p[3:] = _ZERO_SUMS
+        else:
+            if p[1] <= 0:
+                p[5] = 0.0  # no long left: nothing the longs' hedges sell
+            if p[2] <= 0:
+                p[6] = 0.0
 
     def drain_parts(self) -> list[tuple[str, int, list[float] | None]]:
         """The (asset, partition) keys changed since the last call, with their sums (None:
@@ -344,6 +353,10 @@ class Table:
             members.pop(position_id, None)
             if not members:
                 del index[key]
+
+
+#: The size-weighted sums of a key with only flat positions left (`Table._part`).
+_ZERO_SUMS = (0.0,) * 7
 
 
 def _hedged(last: LastAction | None) -> float:

@@ -183,13 +183,17 @@ def run(args: argparse.Namespace) -> int:
         with _progress("sweep", not args.no_progress) as bar:
             sweep_rows = run_sweep(timeline, engine_config, pols, args.path, bar)
 
+    from stream_risk.replay.net_pnl import net_hedging
     from stream_risk.replay.pnl import position_paths
     from stream_risk.replay.render import write_chart, write_html, write_json
     from stream_risk.replay.report import summarize
     from stream_risk.replay.timestamps import ms_to_iso
 
     paths = position_paths(timeline, log)
-    summary = summarize(timeline, log, paths)
+    t_net = time.perf_counter()
+    net = net_hedging(timeline, log, engine_config, paths)
+    net_s = time.perf_counter() - t_net
+    summary = summarize(timeline, log, paths, net)
     report: dict[str, Any] = {
         "inputs": {
             "ticks_file": str(args.ticks),
@@ -217,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     if sweep_rows:
         report["sweep"] = sweep_rows
     write_json(out_dir / "report.json", report)
-    write_chart(out_dir / "chart.png", paths, log, f"stream-risk replay: {args.ticks}")
+    write_chart(out_dir / "chart.png", paths, log, f"stream-risk replay: {args.ticks}", net.book)
     write_html(out_dir / "report.html", report, "chart.png")
 
     _print_summary(summary, sweep_rows, len(ticks), len(records), ticks.vol_source)
@@ -225,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     rate = len(ticks) / run_s if run_s > 0 else float("inf")
     err(
         f"{args.path} path: {len(ticks):,} ticks in {run_s:.3f} s ({rate:,.0f} ticks/s); "
-        f"reading {load_s:.3f} s"
+        f"reading {load_s:.3f} s; net hedging path {net_s:.3f} s"
     )
     return EXIT_OK
 
@@ -252,6 +256,18 @@ def _print_summary(
         f"{book['final_pnl_hedged']:,.2f} (max drawdown {book['max_drawdown_hedged']:,.2f}), "
         f"hedge cost {summary['hedge_cost']['total_usd']:,.2f}"
     )
+    nh = summary.get("net_hedging")
+    if nh is not None:
+        each, net = nh["per_position"], nh["net"]
+        pct = "" if nh["saving_pct"] is None else f" ({nh['saving_pct']:.1f} %)"
+        print(
+            f"hedge cost: each position hedged on its own {each['hedge_cost_usd']:,.2f} "
+            f"({each['hedge_changes']:,} changes, traded {each['traded_notional_usd']:,.2f}, "
+            f"final P&L {each['final_pnl']:,.2f}, max drawdown {each['max_drawdown']:,.2f}); "
+            f"net hedging {net['hedge_cost_usd']:,.2f} ({net['hedge_changes']:,} changes, "
+            f"traded {net['traded_notional_usd']:,.2f}, final P&L {net['final_pnl']:,.2f}, "
+            f"max drawdown {net['max_drawdown']:,.2f}); saving {nh['saving_usd']:,.2f}{pct}"
+        )
     to = summary["turnover"]
     print(
         f"turnover: {to['hedge_changes']:,} hedge changes, traded notional "
@@ -263,7 +279,8 @@ def _print_summary(
             f"  sweep {row['label']}: {s['hedge_changes']:,} hedge changes, hedge cost "
             f"{s['hedge_cost_usd']:,.2f}, max drawdown hedged {s['max_drawdown_hedged']:,.2f} "
             f"(unhedged {s['max_drawdown_unhedged']:,.2f}), final P&L hedged "
-            f"{s['final_pnl_hedged']:,.2f}"
+            f"{s['final_pnl_hedged']:,.2f}; net hedging cost {s['net_hedge_cost_usd']:,.2f} "
+            f"(saving {s['net_saving_usd']:,.2f})"
         )
 
 

@@ -21,8 +21,16 @@ def write_json(path: Path, report: Mapping[str, Any]) -> None:
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def write_chart(path: Path, paths: Mapping[str, PnlPath], log: ActionLog, title: str) -> None:
-    """P&L of the book unhedged vs following the advice, and each position's hedge."""
+def write_chart(
+    path: Path,
+    paths: Mapping[str, PnlPath],
+    log: ActionLog,
+    title: str,
+    net: PnlPath | None = None,
+) -> None:
+    """P&L of the book unhedged vs following the advice (each position hedged on its own)
+    and, given `net` (`net_pnl.NetHedging.book`), vs hedging each asset's net position;
+    each position's hedge."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +45,23 @@ def write_chart(path: Path, paths: Mapping[str, PnlPath], log: ActionLog, title:
             x = _sample(book.ts)
             days = (book.ts[x] - book.ts[0]) / DAY_MS
             ax1.plot(days, book.unhedged[x], label="unhedged", color="#c0392b", lw=1.2)
-            ax1.plot(days, book.hedged[x], label="following the advice", color="#2471a3", lw=1.2)
+            ax1.plot(
+                days,
+                book.hedged[x],
+                label="following the advice (each position hedged on its own)",
+                color="#2471a3",
+                lw=1.2,
+            )
+            if net is not None and len(net.ts):
+                xn = _sample(net.ts)
+                ax1.plot(
+                    (net.ts[xn] - book.ts[0]) / DAY_MS,
+                    net.hedged[xn],
+                    label="net hedging (each asset's net position)",
+                    color="#1e8449",
+                    lw=1.2,
+                    ls="-.",
+                )
             ax1.axhline(0, color="#888", lw=0.6)
             ax1.legend(loc="best")
             t_first = int(book.ts[0])
@@ -162,6 +186,31 @@ def write_html(path: Path, report: Mapping[str, Any], chart_name: str) -> None:
         f"<h2>Hedge cost</h2><p>Total ${hc['total_usd']:,.2f} over {hc['trades']} trades.</p>"
         + _table([{"day": d, "usd": v} for d, v in hc["per_day_usd"].items()])
     )
+    nh = r.get("net_hedging")
+    if nh:
+        cols = (
+            "hedge_cost_usd",
+            "spread_cost_usd",
+            "funding_cost_usd",
+            "hedge_changes",
+            "traded_notional_usd",
+            "final_pnl",
+            "max_drawdown",
+        )
+        pct = "" if nh["saving_pct"] is None else f" ({nh['saving_pct']:.1f} %)"
+        parts.append(
+            "<h2>Net hedging vs each position hedged on its own</h2>"
+            + _table(
+                [
+                    {"": "each position hedged on its own", **nh["per_position"]},
+                    {"": "net hedging (per asset)", **nh["net"]},
+                ],
+                ["", *cols],
+            )
+            + f"<p>Net hedging saves ${nh['saving_usd']:,.2f}{pct} of hedge cost. "
+            "Funding is not counted on either path (spread only).</p>"
+            + _table([{"asset": a, **v} for a, v in nh["net_by_asset"].items()])
+        )
     to = r.get("turnover")
     if to:
         parts.append(

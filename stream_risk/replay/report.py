@@ -9,6 +9,10 @@ Turnover counts, besides the hedge changes of the paths, the changes of the advi
 `hedge_pct` between a position's consecutive published actions (what `hysteresis_points`
 damps, docs/design.md D11). The worst move survived is the interval of the unhedged path's
 max drawdown: the asset's price move over it, and what it cost unhedged and hedged.
+
+Net hedging (`net_pnl`, issue 14): when given, `net_hedging` sets beside the book's path
+following each position's advice ("each position hedged on its own") the path hedging each
+asset's net position by the net advice, their costs, and the saving.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from stream_risk.replay.net_pnl import NetHedging, comparison
 from stream_risk.replay.pnl import PnlPath, book_path, max_drawdown, position_paths
 from stream_risk.replay.runner import TRIGGERS, ActionLog, Timeline
 from stream_risk.replay.timestamps import ms_to_iso
@@ -102,9 +107,13 @@ def hedge_pct_changes(log: ActionLog) -> int:
 
 
 def summarize(
-    tl: Timeline, log: ActionLog, paths: Mapping[str, PnlPath] | None = None
+    tl: Timeline,
+    log: ActionLog,
+    paths: Mapping[str, PnlPath] | None = None,
+    net: NetHedging | None = None,
 ) -> dict[str, Any]:
-    """Counts, time in band, hedge cost and P&L of one replay (no file I/O)."""
+    """Counts, time in band, hedge cost and P&L of one replay (no file I/O); with `net`
+    (`net_pnl.net_hedging`), the net-hedging comparison too."""
     if paths is None:
         paths = position_paths(tl, log)
     book = book_path(paths)
@@ -119,7 +128,7 @@ def summarize(
             per_day[day] = per_day.get(day, 0.0) + c
     trades = int(sum(int((p.cost > 0).sum()) for p in paths.values()))
     total_cost = float(sum(float(p.cost.sum()) for p in paths.values()))
-    return {
+    out: dict[str, Any] = {
         "actions": {
             "published": sum(v for k, v in by_action.items() if k >= 0),
             "tombstones": by_action.get(-1, 0),
@@ -144,3 +153,6 @@ def summarize(
             "positions": {pid: _path_summary(p) for pid, p in sorted(paths.items())},
         },
     }
+    if net is not None:
+        out["net_hedging"] = comparison(book, net)
+    return out

@@ -6,7 +6,9 @@ is read, validated and prepared once; on the scalar path every policy's engine i
 lockstep in one pass over the events (each event built once), on the fast path each policy
 is replayed from the same prepared columns. Each policy gets the report's summary numbers:
 hedge cost and turnover (hedge changes, traded notional) against the drawdown it saved, so
-e.g. `--sweep hysteresis_points=0,1,2,5` shows what damping the flapping costs in drawdown.
+e.g. `--sweep hysteresis_points=0,1,2,5` shows what damping the flapping costs in drawdown;
+and the net-hedging path's cost, drawdown and final P&L beside them, with its saving
+(`net_pnl`, issue 14).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from stream_risk.config import RiskConfig
 from stream_risk.engine import Engine, EngineConfig
 from stream_risk.replay.errors import SourceError, first_error
 from stream_risk.replay.fastpath import run_fast
+from stream_risk.replay.net_pnl import net_hedging
+from stream_risk.replay.pnl import position_paths
 from stream_risk.replay.report import summarize
 from stream_risk.replay.runner import ActionLog, Progress, Timeline, run_scalar
 
@@ -102,8 +106,10 @@ def run_sweep(
             if progress is not None:
                 progress((i + 1) / len(pols))
     rows = []
-    for p, engine, log in zip(pols, engines, logs, strict=True):
-        s = summarize(timeline, log)
+    for p, cfg, engine, log in zip(pols, configs, engines, logs, strict=True):
+        paths = position_paths(timeline, log)
+        s = summarize(timeline, log, paths, net_hedging(timeline, log, cfg, paths))
+        nh = s["net_hedging"]
         book = s["pnl"]["book"]
         saved = book["drawdown_saved"]
         cost = s["hedge_cost"]["total_usd"]
@@ -124,6 +130,11 @@ def run_sweep(
                     "cost_per_drawdown_saved": cost / saved if saved > 0 else None,
                     "final_pnl_unhedged": book["final_pnl_unhedged"],
                     "final_pnl_hedged": book["final_pnl_hedged"],
+                    "net_hedge_cost_usd": nh["net"]["hedge_cost_usd"],
+                    "net_hedge_changes": nh["net"]["hedge_changes"],
+                    "net_max_drawdown": nh["net"]["max_drawdown"],
+                    "net_final_pnl": nh["net"]["final_pnl"],
+                    "net_saving_usd": nh["saving_usd"],
                     "by_action": s["actions"]["by_action"],
                 },
             }

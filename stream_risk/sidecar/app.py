@@ -1,5 +1,6 @@
 """The aiohttp sidecar (DESIGN §5): `/assess`, `/healthz`, `/readyz`, `/metrics`, `/positions`,
-`/positions/{id}`, `/config`, `/exposure`, and the dashboard (`/`, `/static/...`, `/events`:
+`/positions/{id}`, `/config`, `/exposure`, `/book`, `/book/{asset}` (the whole book's
+`risk-book` records, docs/design.md D17), and the dashboard (`/`, `/static/...`, `/events`:
 `stream_risk.sidecar.dashboard`).
 
     create_app(state=None, registry=None, *, metrics=None, max_body_bytes=65536)
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -64,6 +65,16 @@ ENDPOINTS: Final = (
     "GET /positions/{position_id}",
     "GET /config",
     "GET /exposure",
+    "GET /book",
+    "GET /book/{asset}",
+)
+
+#: What `/book` answers when the book stage is off (docs/design.md D17, operations.md).
+BOOK_STAGE_OFF: Final = (
+    "the book stage is off: this instance shows only its own positions (GET /exposure "
+    'says "scope": "instance"). Turn it on by creating the topics risk-book-partials '
+    "and risk-book (e.g. `stream-risk topics create`, or `stream-risk run "
+    "--create-topics`) and restarting the engines"
 )
 
 _HEALTHZ_BODY: Final = orjson.dumps({"status": "ok"})
@@ -173,14 +184,53 @@ def create_app(
         return json_response(200, view)
 
     async def exposure(request: web.Request) -> web.Response:
-        # The state's own sums (the engine's `book_exposure`: O(assets), no row made);
-        # only a state without them (a test double, `serve`) is summed from its rows.
+        # The state's own sums (the engine's `book_exposure`: O(assets), no row made; the
+        # whole book's when the book stage runs, `scope` says which); only a state
+        # without them (a test double, `serve`) is summed from its rows.
         view = state.exposure_view()
         if view is None:
             view = book_exposure(exposure_of(state, state.positions(None), None))
+            view["scope"] = "instance"
         return web.Response(
             body=orjson.dumps({"mode": state.mode, **view}, option=orjson.OPT_NON_STR_KEYS),
             content_type=JSON,
+        )
+
+    def book_records() -> dict[str, dict[str, Any]]:
+        records = state.book_records()
+        if records is None:
+            detail = BOOK_STAGE_OFF
+            if state.mode == "stateless":
+                detail = "this is a stateless sidecar (stream-risk serve): it has no book"
+            body = {"error": "book stage off", "mode": state.mode, "detail": detail}
+            raise Rejected(409, orjson.dumps(body), "book_stage_off")
+        return records
+
+    async def book(request: web.Request) -> web.Response:
+        out = {"scope": "book", "assets": book_records()}
+        return web.Response(
+            body=orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS), content_type=JSON
+        )
+
+    async def book_asset(request: web.Request) -> web.Response:
+        asset = request.match_info["asset"]
+        records = book_records()
+        record = records.get(asset)
+        if record is None:  # case-insensitive, as `GET /positions?asset=`
+            folded = asset.casefold()
+            same = sorted(name for name in records if name.casefold() == folded)
+            record = records[same[0]] if same else None
+        if record is None:
+            body = {
+                "error": "asset not in the book",
+                "asset": asset,
+                "detail": f"no risk-book record for {asset!r}: the book holds no position "
+                "of it (or none reached the book stage yet); the assets it holds are "
+                "listed by GET /book",
+            }
+            raise Rejected(404, orjson.dumps(body), "not_found")
+        return web.Response(
+            body=orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS), content_type=JSON
         )
 
     app = web.Application(client_max_size=limit)
@@ -199,6 +249,8 @@ def create_app(
         answered("GET", "/positions/{position_id}", position),
         answered("GET", "/config", config),
         answered("GET", "/exposure", exposure),
+        answered("GET", "/book", book),
+        answered("GET", "/book/{asset}", book_asset),
     ]
     for method, path, handler in routes:
         if method == "GET":

@@ -7,8 +7,11 @@ Routes (GET):
 - `/` : the page (`static/index.html`), served from the package: no CDN, works offline.
 - `/static/{name}` : the page's script, style sheet and icon (a fixed list; nothing else).
 - `/events` : Server-Sent Events (`text/event-stream`), one stream per open page:
-    - `snapshot` first: `exposure` per asset, `desk`, `recent` (the latest actions, newest
-      last) and `status` (ready, reasons, mode, how many positions). No rows: the page reads
+    - `snapshot` first: `exposure` per asset, `desk` (limits, breaches, alerts, and `scope`:
+      whether the cards are the whole book's, `"book"`, each asset with its net advice and
+      saving, or this instance's only, `"instance"`: docs/design.md D17), `recent` (the
+      latest actions, newest last) and `status` (ready, reasons, mode, how many
+      positions). No rows: the page reads
       the table a page at a time from `GET /positions` (200 rows, next / previous, filters);
     - then `update` whenever something changed: `upserts` (rows the hub's sweep found
       changed), `removed` (position ids it found closed), `exposure`, `desk`, `status`;

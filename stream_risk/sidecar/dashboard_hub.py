@@ -360,10 +360,14 @@ class DashboardHub:
 
     @staticmethod
     def _desk(view: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """Limits in force, their breaches and the active alerts (docs/design.md D9)."""
+        """Limits in force, their breaches and the active alerts (docs/design.md D9);
+        whose positions the exposure sums (`scope`: "book" | "instance", D17) and, when the
+        state says, how many of the positions partitions this instance holds."""
         if view is None:
             return None
         return {
+            "scope": view.get("scope", "instance"),
+            "partitions": view.get("partitions"),
             "book": view.get("book"),
             "limits": view.get("limits", {}),
             "breaches": view.get("breaches", []),

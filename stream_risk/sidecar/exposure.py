@@ -23,7 +23,9 @@ A state with a table of its own (the engine) gives its exposure per asset withou
 `state_exposure` then takes it from there (`exposure_from_view`): positions, longs and
 shorts, net, gross, long and short notional and the P&L per move, unhedged and hedged at
 each position's latest advised fraction, `priced_by: "tick"`; the sidecar never formats
-the whole table to answer a read (docs/design.md D14).
+the whole table to answer a read (docs/design.md D14). When that view is the whole book's
+(the book stage runs, `scope: "book"`, D17), each asset also carries `net_advice` (action,
+hedge_pct, risk_score, suggested_hedge of its net position, or None) and `saving_usd`.
 """
 
 from __future__ import annotations
@@ -149,6 +151,11 @@ def exposure_from_view(view: Mapping[str, Any], only: Collection[str] | None = N
             if f"hedged_pnl_{m}" in x:
                 e[f"hedged_pnl_{m}"] = float(x[f"hedged_pnl_{m}"])
         e["priced_by"] = "tick" if x.get("price") is not None else "none"
+        # The whole book's view (the book stage, D17): the net position's advice and what
+        # following it saves against hedging each position alone (None: no price yet).
+        for key in ("net_advice", "saving_usd"):
+            if key in x:
+                e[key] = x[key]
         out[str(name)] = e
     return out
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
+
+from stream_risk.kafka.app import StreamProcessor
 
 from .engine_harness import TopicReader, config, now_ms, pos, produce, running, tick, wait_for
 from .test_risk_config import send_config
@@ -32,6 +35,10 @@ def _figures(view: dict[str, Any]) -> dict[str, tuple[float, float]]:
         a: (round(e["net_notional_usd"], 6), round(e["gross_notional_usd"], 6))
         for a, e in view["assets"].items()
     }
+
+
+def _shows(p: StreamProcessor, want: dict[str, tuple[float, float]]) -> Callable[[], bool]:
+    return lambda: _figures(p.exposure_view()) == want
 
 
 WANT = {"BTC": (240_000.0, 560_000.0), "ETH": (-400_000.0, 800_000.0)}
@@ -68,7 +75,7 @@ async def test_two_processors_each_show_the_whole_book(kafka_bootstrap: str) -> 
             [tick("BTC", t0, 40000, **MKT), tick("ETH", t0, 2000, **MKT)],
         )
         for p in (a, b):
-            await wait_for(lambda p=p: _figures(p.exposure_view()) == WANT, "the whole book", p)
+            await wait_for(_shows(p, WANT), "the whole book", p)
         held = len(a.engine.table.positions), len(b.engine.table.positions)
         assert sum(held) == 4
         view = b.exposure_view()
@@ -93,6 +100,6 @@ async def test_two_processors_each_show_the_whole_book(kafka_bootstrap: str) -> 
         )
         want2 = {"BTC": (240_000.0, 560_000.0), "ETH": (0.0, 400_000.0)}
         for p in (a, b):
-            await wait_for(lambda p=p: _figures(p.exposure_view()) == want2, "resized", p)
+            await wait_for(_shows(p, want2), "resized", p)
         states = [orjson.loads(r.value)["state"] for r in alerts.records if r.key == key]
         assert states == ["fired", "cleared"]

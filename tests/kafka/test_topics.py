@@ -35,12 +35,14 @@ def test_default_specs() -> None:
     assert (
         ALL_TOPICS[:4] == CORE_TOPICS == ("positions", "market-ticks", "risk-actions", "risk-dlq")
     )
-    for name in ("positions", "risk-actions", "risk-config"):
+    for name in ("positions", "risk-actions", "risk-config", "risk-book-partials", "risk-book"):
         assert specs[name].configs["cleanup.policy"] == "compact"
     for name in ("market-ticks", "risk-dlq", "risk-alerts"):
         assert specs[name].configs["cleanup.policy"] == "delete"
         assert int(specs[name].configs["retention.ms"]) >= 7 * 24 * 3600 * 1000
-    assert [specs[n].partitions for n in ALL_TOPICS] == [6, 6, 6, 1, 1, 1]
+    # risk-book-partials scales with the positions (its partitions are the assets' owners);
+    # risk-book is one partition, read whole by every instance (D17).
+    assert [specs[n].partitions for n in ALL_TOPICS] == [6, 6, 6, 1, 1, 1, 6, 1]
     assert all(s.replication_factor is None for s in DEFAULT_SPECS)
 
 

@@ -453,3 +453,26 @@ async def test_the_hub_reads_an_engine_without_building_its_table() -> None:
     assert btc["positions"] == 3 and btc["net_notional_usd"] == pytest.approx(600.0)  # 6 x 100
     assert btc["priced_by"] == "tick"
     assert [a["position_id"] for a in snap["recent"]] == ["p0", "p1", "p2"]
+    assert snap["desk"]["scope"] == "instance"  # an engine alone: its own positions
+
+
+async def test_the_snapshot_of_the_whole_book_carries_net_advice_and_saving() -> None:
+    """When the book stage runs (D17) the cards are the whole book's: the desk says so,
+    each asset carries its net position's advice and saving, the book its saving."""
+    from .book_state import BTC_NET_HEDGE, WholeBook
+
+    async with TestClient(TestServer(dashboard_app(WholeBook()))) as c, c.get("/events") as r:
+        [(kind, snap)] = await frames(r, 1)
+    assert kind == "snapshot"
+    assert snap["desk"]["scope"] == "book"
+    assert snap["desk"]["book"]["saving_usd"] == 528.0
+    btc = snap["exposure"]["BTC"]
+    assert btc["net_advice"] == {
+        "action": "HEDGE_PARTIAL",
+        "hedge_pct": 0.5,
+        "risk_score": 55.5,
+        "suggested_hedge": BTC_NET_HEDGE,
+    }
+    assert btc["saving_usd"] == 528.0
+    assert snap["exposure"]["SOL"]["net_advice"] is None
+    assert snap["exposure"]["SOL"]["priced_by"] == "none"

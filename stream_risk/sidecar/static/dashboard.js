@@ -158,11 +158,43 @@
       '</b><b class="' + signClass(h) + '">' + usd(h, true) + "</b>";
   }
 
-  function card(name, e, cls) {
+  var INSTRUMENTS = { spot_sell: "spot sell", spot_buy: "spot buy", perp_short: "perp short", perp_long: "perp long" };
+
+  // The whole book's advice for an asset's net position and what following it saves against
+  // hedging each position alone (the book stage, docs/design.md D17): only in "book" scope.
+  function netAdvice(name, e) {
+    if (!("net_advice" in e) && !("saving_usd" in e)) return "";
+    var a = e.net_advice, out = '<div class="xadvice" title="advice for the net position of ' +
+      esc(name) + ' across the whole book">';
+    if (!a) {
+      out += '<span class="muted">net advice: waiting for a price</span>';
+    } else {
+      var h = a.suggested_hedge;
+      out += '<div class="xline"><span class="muted">net</span>' + badge(a.action) +
+        '<span class="muted" title="the net position\'s risk score">' + pts(a.risk_score) + "</span></div>";
+      out += h
+        ? '<div class="xhedge">hedge ' + qty(h.size) + " " + esc(name) + " · " +
+          esc(INSTRUMENTS[h.instrument] || h.instrument) + "</div>"
+        : '<div class="muted">no hedge</div>';
+    }
+    if (num(e.saving_usd)) out += savingHtml(e.saving_usd);
+    return out + "</div>";
+  }
+
+  function savingHtml(saving) {
+    return '<div class="xsave" title="spread and funding saved by hedging the net position ' +
+      'instead of each position on its own">saves <b class="' + signClass(saving) + '">' +
+      usd(saving) + "</b> vs hedging each alone</div>";
+  }
+
+  function card(name, e, cls, title) {
     var gross = e.gross_notional_usd || 0;
     var longShare = gross > 0 ? (e.long_notional_usd || 0) / gross * 100 : 50;
+    var extra = cls.indexOf("book") >= 0
+      ? (num(e.saving_usd) ? '<div class="xadvice">' + savingHtml(e.saving_usd) + "</div>" : "")
+      : netAdvice(name, e);
     return '<div class="xcard ' + cls + '" data-asset="' + esc(name) + '">' +
-      '<div class="xhead"><span class="xasset">' + esc(name) + '</span><span class="muted small">' +
+      '<div class="xhead"><span class="xasset">' + esc(title || name) + '</span><span class="muted small">' +
       e.positions + " pos" + (num(e.long) && num(e.short) ? " · " + e.long + "L/" + e.short + "S" : "") +
       "</span></div>" +
       '<div class="xnet ' + signClass(e.net_notional_usd) + '" title="net notional (long − short)">' +
@@ -170,10 +202,29 @@
       '<div class="xbar" title="long vs short notional"><span style="width:' + longShare.toFixed(1) + '%"></span></div>' +
       '<div class="xpnl" title="P&amp;L if the price moves, as held and with every advised hedge placed">' +
       "<span></span><span>as held</span><span>hedged</span>" +
-      pnlCells("−5%", e, "down_5pct") + pnlCells("+5%", e, "up_5pct") + "</div></div>";
+      pnlCells("−5%", e, "down_5pct") + pnlCells("+5%", e, "up_5pct") + "</div>" + extra + "</div>";
+  }
+
+  // Whose positions the cards sum: the whole book (the book stage runs) or this instance's.
+  function renderScope() {
+    var el = document.getElementById("exposure-scope");
+    var d = state.desk || {};
+    var whole = d.scope === "book";
+    var p = d.partitions;
+    el.className = "scope " + (whole ? "scope-book" : "scope-instance");
+    el.dataset.scope = whole ? "book" : "instance";
+    el.textContent = whole ? "whole book" : "this instance only" +
+      (p && num(p.assigned) && num(p.total) ? ": " + p.assigned + " of the book's " + p.total +
+        " positions partitions" : "");
+    el.title = whole
+      ? "every instance's positions, from the risk-book topic (the book stage)"
+      : "only the positions partitions this instance holds: the book stage is off " +
+        "(create the topics risk-book-partials and risk-book, e.g. stream-risk topics create)";
+    return whole;
   }
 
   function renderExposure() {
+    var whole = renderScope();
     var el = document.getElementById("exposure");
     var names = Object.keys(state.exposure || {}).sort(function (a, b) {
       return Math.abs(state.exposure[b].gross_notional_usd || 0) - Math.abs(state.exposure[a].gross_notional_usd || 0);
@@ -199,7 +250,8 @@
     if (!names.some(function (m) { return num(state.exposure[m].hedged_pnl_up_5pct); })) {
       book.hedged_pnl_down_5pct = null; book.hedged_pnl_up_5pct = null;
     }
-    html.unshift(card("Book", book, "book"));
+    if (whole && state.desk.book && num(state.desk.book.saving_usd)) book.saving_usd = state.desk.book.saving_usd;
+    html.unshift(card("Book", book, "book", whole ? "Whole book" : "This instance"));
     el.innerHTML = html.join("");
     var atTick = names.every(function (n) { return state.exposure[n].priced_by !== "last_action"; });
     document.getElementById("exposure-note").textContent =
