@@ -15,7 +15,8 @@ One scenario, with 2 and with 3 engines, over 600 two-sided positions on 6 asset
   the takeover the survivors' figures are exact again and no second `fired` appears;
 - e. the killed instance started again, then another stopped gracefully (its partitions
   move) and started again, with positions closed (tombstones), resized and moved between
-  assets on the way: exact on every instance after each step; `risk-book` exact at the end.
+  assets on the way, and at last every position of one asset closed (it leaves the book):
+  exact on every instance after each step; `risk-book` exact at the end.
 
 `make test`: 600 positions on 6 assets. `make soak`: 5,000 on 30, three engines.
 """
@@ -251,6 +252,17 @@ async def close_and_resize(
     await send_positions(producer, topics, stream, recs)
 
 
+async def close_asset(
+    producer: Producer, topics: BookTopics, stream: SyntheticStream, asset: str
+) -> int:
+    """Every open position of `asset` closed (tombstones): the asset leaves the book."""
+    pids = [p for p, v in stream.book.positions.items() if v is not None and v.asset == asset]
+    for pid in pids:
+        stream.book.positions[pid] = None
+    await send_positions(producer, topics, stream, [(p.encode(), None) for p in pids])
+    return len(pids)
+
+
 async def tick_round(producer: Producer, topics: BookTopics, stream: SyntheticStream) -> None:
     """A new price for every asset (the view prices at the latest tick)."""
     ticks = []
@@ -385,6 +397,8 @@ async def one_book(
             spares.append(back)
             engines = [*stayers, back.start()]
             await close_and_resize(producer, topics, stream, 10, 10)
+            gone = min(truth(stream).items(), key=lambda kv: kv[1].gross)[0]
+            f["asset_closed"] = f"{gone}:{await close_asset(producer, topics, stream, gone)}"
             await wait_split(engines, 6)
             await tick_round(producer, topics, stream)
             f["back_exact_s"] = await whole_book_everywhere(engines, stream)
