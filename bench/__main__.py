@@ -1,7 +1,7 @@
 """`make bench` = `python -m bench`: every benchmark beside its baseline -> bench/results.md.
 
-    python -m bench                    all nine, full size (~15 min), writes bench/results.md
-    python -m bench http rebuild       a subset (names or numbers: 1..9)
+    python -m bench                    all ten, full size (~16 min), writes bench/results.md
+    python -m bench http rebuild       a subset (names or numbers: 1..10)
     python -m bench --quick            a short smoke run of everything
     python -m bench --out PATH         write the table elsewhere
 
@@ -25,6 +25,7 @@ Benchmarks (the issue's numbering):
     7 rebuild     bench/bench_engine.py     table rebuild vs consume-only
     8 quix        bench/bench_quix.py       a peer: the same job in Quix Streams vs the engine
     9 reads       bench/bench_reads.py      sidecar reads of 1M positions: latency, loop holds
+    10 book       bench/bench_book.py       position update on instance A → whole-book view on B
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ BENCHMARKS: dict[str, str] = {
     "rebuild": "7",
     "quix": "8",
     "reads": "9",
+    "book": "10",
 }
 TITLES = {
     "1": "assessor calls/s, fixed mix of 10k varied requests",
@@ -71,6 +73,7 @@ TITLES = {
     "7": "table rebuild",
     "8": "peer: the same job in Quix Streams",
     "9": "sidecar reads of a big table",
+    "10": "one book across instances: update → another instance's view",
 }
 #: Seconds a benchmark may take before it is stopped (full run; a quick run has a third).
 TIMEOUTS = {
@@ -83,6 +86,7 @@ TIMEOUTS = {
     "rebuild": 400,
     "quix": 600,
     "reads": 400,
+    "book": 300,
 }
 
 
@@ -209,6 +213,13 @@ def _reads(quick: bool) -> dict[str, Any]:
     return {"result": r, "rows": bench_reads.rows(r), "notes": bench_reads.notes(r)}
 
 
+def _book(quick: bool) -> dict[str, Any]:
+    from bench import bench_book
+
+    r = bench_book.run(quick)
+    return {"result": r, "rows": bench_book.rows(r), "notes": bench_book.notes(r)}
+
+
 def run_one(name: str, quick: bool) -> dict[str, Any]:
     if name == "assessor":
         return _assessor(quick)
@@ -224,6 +235,8 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
         return _quix(quick)
     if name == "reads":
         return _reads(quick)
+    if name == "book":
+        return _book(quick)
     raise ValueError(name)
 
 
@@ -440,7 +453,7 @@ def _select(names: list[str]) -> list[str]:
             chosen.append(key)
         else:
             raise SystemExit(
-                f"unknown benchmark {n!r}: choose from {', '.join(BENCHMARKS)} (or 1..9)"
+                f"unknown benchmark {n!r}: choose from {', '.join(BENCHMARKS)} (or 1..10)"
             )
     return [k for k in BENCHMARKS if k in chosen]
 

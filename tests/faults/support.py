@@ -1,9 +1,11 @@
 """Shared pieces of the fault tests.
 
-- `Topics`: per-test topic names (`Topics.new()`), created with the project's specs.
+- `Topics`: per-test topic names (`Topics.new()`), created with the project's specs;
+  `BookTopics` adds risk-config, risk-alerts and the book stage's two (D17).
 - `EngineProcess`: `python -m stream_risk run` as a child process (output to a log file,
   never a pipe: a chatty engine must not block on a full pipe), with `/readyz`, `/metrics`,
-  `/positions` helpers, `kill -9`, SIGTERM and its resident memory.
+  `/positions`, `/exposure` helpers, the partitions it says it was assigned, `kill -9`,
+  SIGTERM and its resident memory.
 - `contract_assess`: the action a position's inputs call for, written from DESIGN §1
   (score, band, hedge-cost rule, instrument), independent of `stream_risk.assessor`.
 - `Book`: what was produced, and so what each position's latest action must be.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_risk.kafka.embedded import free_port
-from stream_risk.kafka.topics import TopicNames, create_topics, topic_specs
+from stream_risk.kafka.topics import TopicNames, TopicSpec, create_topics, topic_specs
 
 PARTITIONS = 6
 
@@ -81,7 +84,67 @@ class Topics:
         await create_topics(bootstrap, specs)
 
 
+@dataclass(frozen=True)
+class BookTopics(Topics):
+    """`Topics` plus risk-config, risk-alerts and the book stage's internal topic and
+    `risk-book` (DESIGN §13, D17): the stage runs when both of the latter exist."""
+
+    config: str = ""
+    alerts: str = ""
+    partials: str = ""
+    book: str = ""
+
+    @classmethod
+    def new(cls) -> BookTopics:
+        t = Topics.new()
+        tag = t.group.rsplit("-", 1)[1]
+        return cls(
+            t.positions,
+            t.ticks,
+            t.actions,
+            t.dlq,
+            t.group,
+            f"f-config-{tag}",
+            f"f-alerts-{tag}",
+            f"f-book-partials-{tag}",
+            f"f-book-{tag}",
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env(),
+            "STREAM_RISK_TOPIC_CONFIG": self.config,
+            "STREAM_RISK_TOPIC_ALERTS": self.alerts,
+            "STREAM_RISK_TOPIC_BOOK_PARTIALS": self.partials,
+            "STREAM_RISK_TOPIC_BOOK": self.book,
+        }
+
+    async def create(self, bootstrap: str, partitions: int = PARTITIONS) -> None:
+        """The four core topics, the controls and the book's two, with the specs of
+        `topic_specs` (risk-book-partials: the positions' partition count; risk-book: 1)."""
+        compact = {"cleanup.policy": "compact"}
+        specs = [
+            *topic_specs(self.names(), partitions=partitions, include_controls=False),
+            TopicSpec(self.config, 1, compact),
+            TopicSpec(self.alerts, 1, {"cleanup.policy": "delete"}),
+            TopicSpec(self.partials, partitions, compact),
+            TopicSpec(self.book, 1, compact),
+        ]
+        await create_topics(bootstrap, specs)
+
+
 # ---------------------------------------------------------------------- the engine process
+ASSIGNED = re.compile(r"assigned positions partitions \[([\d, ]*)\]")
+
+
+def last_assignment(log: str, pattern: re.Pattern[str] = ASSIGNED) -> set[int]:
+    """The partitions an engine's log says it was last assigned (`pattern`'s group 1)."""
+    found = pattern.findall(log)
+    if not found:
+        return set()
+    return {int(p) for p in found[-1].split(",") if p.strip()}
+
+
 @dataclass
 class Readiness:
     status: int | None  # None: the sidecar did not answer
@@ -229,6 +292,17 @@ class EngineProcess:
         status, body = await self.get("/metrics")
         assert status == 200
         return Metrics.parse(body.decode())
+
+    async def exposure(self) -> dict[str, Any]:
+        """`GET /exposure`."""
+        status, body = await self.get("/exposure", timeout=10)
+        assert status == 200, body[:300]
+        out: dict[str, Any] = orjson.loads(body)
+        return out
+
+    def assigned(self) -> set[int]:
+        """The positions partitions it says it was last assigned (its log)."""
+        return last_assignment(self.log())
 
     async def positions(self) -> list[dict[str, Any]]:
         """Every row of the table: `GET /positions` page after page (1000 a page)."""

@@ -11,7 +11,6 @@ times the leaver had scheduled them.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from .support import (
     EngineProcess,
     Producer,
     Topics,
+    last_assignment,
     latest_by_key,
     poll_until,
     read_all,
@@ -32,16 +32,6 @@ from .support import (
 )
 
 pytestmark = pytest.mark.broker
-
-ASSIGNED = re.compile(r"assigned positions partitions \[([\d, ]*)\]")
-
-
-def last_assignment(engine: EngineProcess) -> set[int]:
-    """The partitions the engine says it was last assigned (its log)."""
-    found = ASSIGNED.findall(engine.log())
-    if not found:
-        return set()
-    return {int(p) for p in found[-1].split(",") if p.strip()}
 
 
 class Owner:
@@ -52,7 +42,7 @@ class Owner:
         self.rows = {r["position_id"]: r for r in rows}
         self.pids = set(self.rows)
         self.partitions = {parts[p] for p in self.pids}
-        self.assigned = last_assignment(engine)
+        self.assigned = last_assignment(engine.log())
 
 
 async def settled(engines: list[EngineProcess], stream: SyntheticStream) -> list[Owner] | None:
