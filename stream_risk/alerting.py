@@ -113,6 +113,31 @@ def liquidate_transitions(
     return fired
 
 
+def adopt_liquidations(tracker: AlertTracker, restored: Iterable[tuple[str, Any]]) -> int:
+    """A rebuilt partition's positions whose last published action (read back, `.action`,
+    `.risk_score`) is LIQUIDATE: their alert was fired by the instance before; it is active
+    here now, without firing again (cleared here once a later action is not LIQUIDATE).
+    Returns how many were adopted."""
+    n = 0
+    for pid, last in restored:
+        key = liquidate_key(pid)
+        if last.action == "LIQUIDATE" and key not in tracker.active:
+            tracker.active[key] = (
+                LIQUIDATE,
+                {"position_id": pid, "action": last.action, "risk_score": last.risk_score},
+            )
+            n += 1
+    return n
+
+
+def forget_liquidations(tracker: AlertTracker, position_ids: Iterable[str]) -> None:
+    """Positions moved to another instance: their LIQUIDATE alerts are the next owner's
+    (it adopts them from the actions it reads back), neither cleared nor kept here."""
+    active = tracker.active
+    for pid in position_ids:
+        active.pop(liquidate_key(pid), None)
+
+
 def stale_markets(
     market_ts: Iterable[tuple[str, int]], now_ms: int, max_age_ms: int
 ) -> dict[str, dict[str, Any]]:
@@ -160,6 +185,8 @@ __all__ = [
     "KINDS",
     "Alert",
     "AlertTracker",
+    "adopt_liquidations",
+    "forget_liquidations",
     "limit_transitions",
     "liquidate_transitions",
     "stale_markets",

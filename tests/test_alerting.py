@@ -98,3 +98,31 @@ def test_limit_transitions_by_hand() -> None:
         (alerting.EXPOSURE_LIMIT, "cleared", 2e6)
     ]
     assert tr.active == {}
+
+
+class _Last:
+    def __init__(self, action: str, risk_score: float) -> None:
+        self.action = action
+        self.risk_score = risk_score
+
+
+def test_adopted_liquidations_do_not_fire_again_and_clear_once() -> None:
+    # The next owner of a partition reads back p1 LIQUIDATE and p2 HOLD.
+    t = AlertTracker()
+    n = alerting.adopt_liquidations(
+        t, [("p1", _Last("LIQUIDATE", 90.0)), ("p2", _Last("HOLD", 10))]
+    )
+    assert n == 1 and set(t.active) == {"liquidate:position:p1"} and t.fired == 0
+    assert alerting.adopt_liquidations(t, [("p1", _Last("LIQUIDATE", 91.0))]) == 0
+    still = Output("p1", {}, action="LIQUIDATE", asset="SOL", risk_score=92.0)
+    assert alerting.liquidate_transitions(t, [still], 1) == []
+    calm = Output("p1", {}, action="REDUCE", asset="SOL", risk_score=40.0)
+    [cleared] = alerting.liquidate_transitions(t, [calm], 2)
+    assert (cleared["key"], cleared["state"]) == ("liquidate:position:p1", "cleared")
+
+
+def test_forgotten_liquidations_are_neither_cleared_nor_kept() -> None:
+    t = AlertTracker()
+    alerting.adopt_liquidations(t, [("p1", _Last("LIQUIDATE", 90.0))])
+    alerting.forget_liquidations(t, ["p1", "unknown"])
+    assert t.active == {} and t.cleared == 0

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from stream_risk.engine.actions import LastAction
 from stream_risk.engine.base import (
     MIN_RECORD_TS_MS,
     EngineParts,
@@ -201,6 +202,12 @@ class RebuildMixin(EngineParts):
                 restored.pop(pid, None)
                 continue
             restored[pid] = Restored.of(read)
+
+    def restored_actions(self, partition: int) -> list[tuple[str, LastAction]]:
+        """The last actions read back for `partition` (position id, action), until it
+        settles: what the instance before published (e.g. the LIQUIDATEs whose alerts it
+        fired, so they are not fired again here)."""
+        return [(pid, r.last) for pid, r in self._restored.get(partition, {}).items()]
 
     def settle(self, partition: int, now_ms: int) -> StepResult:
         """Rebuild done for `partition`: resume timers, act on what changed while down.

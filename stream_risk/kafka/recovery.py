@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from stream_risk import alerting
 from stream_risk.engine import StepResult
 from stream_risk.kafka.base import ShellState
 from stream_risk.kafka.codec import DeadLetter, decode_position_rows
@@ -149,6 +150,9 @@ class RecoveryMixin(ShellState):
         owned = {tp.partition for tp in assigned}
         kept = {p: off for p, off in self._held.items() if p in owned}
         for p in set(self._held) - owned:
+            alerting.forget_liquidations(
+                self.publisher.alerts.tracker, self.engine.table.by_partition.get(p, ())
+            )
             dropped = self.engine.drop_partition(p)
             log.info("partition %d moved away: dropped %d positions", p, dropped)
         self._held.clear()
@@ -196,6 +200,10 @@ class RecoveryMixin(ShellState):
                 if off is not None and flushed:
                     self._held[tp.partition] = off
                 elif off is not None:
+                    alerting.forget_liquidations(
+                        self.publisher.alerts.tracker,
+                        self.engine.table.by_partition.get(tp.partition, ()),
+                    )
                     self.engine.drop_partition(tp.partition)
 
     async def _rebuild(self) -> None:
@@ -256,6 +264,10 @@ class RecoveryMixin(ShellState):
                 if p not in self._pending:  # revoked meanwhile
                     self.engine.drop_partition(p)
                     continue
+                # The LIQUIDATE alerts the previous owner fired stay fired: not again here.
+                alerting.adopt_liquidations(
+                    self.publisher.alerts.tracker, self.engine.restored_actions(p)
+                )
                 settled = self.engine.settle(p, now)
                 res.outputs.extend(settled.outputs)
                 res.assessments += settled.assessments

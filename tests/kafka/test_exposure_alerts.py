@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from stream_risk.kafka.topics import TopicSpec, create_topics
 from stream_risk.sidecar import create_app
 
 from .engine_harness import TopicReader, config, now_ms, pos, produce, running, tick, wait_for
@@ -229,3 +230,50 @@ async def test_webhook_receives_alerts_and_a_dead_one_does_not_slow_the_engine(
             await wait_for(lambda: failed._value.get() >= 1, "webhook failure counted")
     finally:
         await server.close()
+
+
+async def test_a_liquidate_alert_is_not_fired_again_by_the_next_owner(
+    kafka_bootstrap: str,
+) -> None:
+    """sol-1 as above: LIQUIDATE (score 90) on the first instance, which stops. The next
+    owner rebuilds the partition, reads the LIQUIDATE back and adopts its alert: a resize to
+    4,100 SOL (still LIQUIDATE: loss 30 + age 20 + vol 25 + liquidity 15) publishes a new
+    LIQUIDATE action but no second `fired`; vol 0.01 clears it, once, from the new owner."""
+    cfg = config(kafka_bootstrap)
+    assert cfg.alerts_topic is not None
+    t0 = now_ms()
+    key = "liquidate:position:sol-1"
+    sol = {"spot_spread_bps": 5, "bid_depth_usd": 2e5}
+    await create_topics(kafka_bootstrap, [TopicSpec(cfg.alerts_topic, 1)])
+    async with TopicReader(kafka_bootstrap, cfg.alerts_topic) as alerts:
+        async with running(cfg):
+            await produce(
+                kafka_bootstrap,
+                cfg.positions_topic,
+                [pos("sol-1", "SOL", 4000, 100, t0, age_minutes=480)],
+            )
+            await produce(
+                kafka_bootstrap, cfg.ticks_topic, [tick("SOL", t0, 100, volatility_1d=0.09, **sol)]
+            )
+            await alerts.until(lambda rs: len(alerts_for(rs, key)) >= 1, "liquidate alert")
+        async with running(cfg) as second:
+            await produce(
+                kafka_bootstrap,
+                cfg.positions_topic,
+                [pos("sol-1", "SOL", 4100, 100, t0 + 1, age_minutes=480)],
+            )
+            await wait_for(
+                lambda: second.engine.table.positions["sol-1"].size == 4100, "the resize", second
+            )
+            await wait_for(
+                lambda: second.publisher.pending == 0 and second.publisher.idle, "published"
+            )
+            assert key in second.alerts.active  # adopted from the action read back
+            await produce(
+                kafka_bootstrap,
+                cfg.ticks_topic,
+                [tick("SOL", t0 + 10, 100, volatility_1d=0.01, **sol)],
+            )
+            await alerts.until(lambda rs: len(alerts_for(rs, key)) >= 2, "cleared")
+        states = [a["state"] for a in alerts_for(alerts.records, key)]
+        assert states == ["fired", "cleared"]
