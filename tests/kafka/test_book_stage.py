@@ -22,12 +22,11 @@ import pytest
 
 from stream_risk.kafka.app import StreamProcessor
 
-from .engine_harness import TopicReader, config, now_ms, pos, produce, running, tick, wait_for
+from .engine_harness import TopicReader, config, now_ms, pos, produce, running, wait_for
+from .test_exposure_alerts import _book
 from .test_risk_config import send_config
 
 pytestmark = pytest.mark.broker
-
-MKT = {"volatility_1d": 0.01, "spot_spread_bps": 2}
 
 
 def _figures(view: dict[str, Any]) -> dict[str, tuple[float, float]]:
@@ -59,21 +58,7 @@ async def test_two_processors_each_show_the_whole_book(kafka_bootstrap: str) -> 
         b = await stack.enter_async_context(running(cfg_b))
         alerts = await stack.enter_async_context(TopicReader(kafka_bootstrap, cfg.alerts_topic))
         await wait_for(lambda: bool(a._live) and bool(b._live), "both own positions partitions", a)
-        await produce(
-            kafka_bootstrap,
-            cfg.positions_topic,
-            [
-                pos("btc-long", "BTC", 10, 39000, t0),
-                pos("btc-short", "BTC", -4, 41000, t0),
-                pos("eth-long", "ETH", 100, 1900, t0),
-                pos("eth-short", "ETH", -300, 2100, t0),
-            ],
-        )
-        await produce(
-            kafka_bootstrap,
-            cfg.ticks_topic,
-            [tick("BTC", t0, 40000, **MKT), tick("ETH", t0, 2000, **MKT)],
-        )
+        await _book(kafka_bootstrap, cfg, t0)  # the hand-worked book (module doc)
         for p in (a, b):
             await wait_for(_shows(p, WANT), "the whole book", p)
         held = len(a.engine.table.positions), len(b.engine.table.positions)
