@@ -96,6 +96,14 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
         "positions offsets (default: env STREAM_RISK_COMMIT_INTERVAL_MS, else 100)",
     )
     p.add_argument(
+        "--processing-guarantee",
+        default=None,
+        choices=["exactly-once", "at-least-once", "auto"],
+        help="exactly-once (Kafka transactions; exits 2 if the broker has none), "
+        "at-least-once, or auto: exactly-once where the broker supports transactions "
+        "(default: env STREAM_RISK_PROCESSING_GUARANTEE, else auto)",
+    )
+    p.add_argument(
         "--alert-webhook",
         default=None,
         metavar="URL",
@@ -114,6 +122,7 @@ def run_handler(args: argparse.Namespace) -> int:
         create_topics=args.create_topics,
         compression=args.compression,
         commit_interval_ms=args.commit_interval_ms,
+        processing_guarantee=args.processing_guarantee,
         alert_webhook=args.alert_webhook,
         **_kafka_flags(args),
     )

@@ -35,6 +35,9 @@ the ones marked * are read from the engine's state when /metrics is scraped: `En
     out_of_order           stream_risk_out_of_order_total{kind}
     duplicates             stream_risk_duplicates_total{kind}
     idempotence_enabled    stream_risk_idempotence_enabled                   gauge 0/1
+    processing_guarantee   stream_risk_processing_guarantee{guarantee}       gauge 0/1
+    fenced                 stream_risk_fenced_total                          counter
+    transactions           stream_risk_transactions_total{outcome}           counter
     broker_connected       stream_risk_broker_connected                      gauge 0/1
     ready                  stream_risk_ready                                 gauge 0/1
     unreadable_batches     stream_risk_unreadable_batches_total{topic,partition}
@@ -394,6 +397,24 @@ class Metrics:
         self.idempotence_enabled = Gauge(
             PREFIX + "idempotence_enabled",
             "1 when the producer runs idempotent, 0 when it fell back to plain acks=all.",
+            registry=r,
+        )
+        self.processing_guarantee = Gauge(
+            PREFIX + "processing_guarantee",
+            "1 for the guarantee in force (exactly-once or at-least-once), 0 for the other.",
+            ["guarantee"],
+            registry=r,
+        )
+        self.fenced = Counter(
+            PREFIX + "fenced",
+            "Partitions this instance lost to a newer owner's transactional producer "
+            "(exactly-once: a zombie's records were refused).",
+            registry=r,
+        )
+        self.transactions = Counter(
+            PREFIX + "transactions",
+            "Transactions ended, by outcome (committed / aborted).",
+            ["outcome"],
             registry=r,
         )
         self.unreadable_batches = Counter(

@@ -47,6 +47,7 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         create_topics=settings.create_topics,
         compression=settings.compression,
         commit_interval_ms=settings.commit_interval_ms,
+        processing_guarantee=settings.processing_guarantee,
         tick_lookback_ms=int(settings.tick_lookback_s * 1000),
         client_kwargs=settings.kafka_security_kwargs(),
     )

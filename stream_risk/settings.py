@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         description="Checkpoint every this many ms: await the acks of what was produced, "
         "then commit the positions offsets (docs/design.md D15).",
     )
+    processing_guarantee: Literal["exactly-once", "at-least-once", "auto"] = Field(
+        "auto",
+        description="exactly-once: each checkpoint's records and positions offsets commit "
+        "in Kafka transactions (one per positions partition); at-least-once: acks, then "
+        "the commit; auto: exactly-once where the broker supports transactions "
+        "(docs/design.md D19).",
+    )
 
     # Engine
     emit: Literal["changed", "all"] = Field(

@@ -69,8 +69,9 @@ class AlertSender:
             await self.webhook.stop()
             self.webhook = None
 
-    def emit(self, alerts: list[alerting.Alert]) -> None:
-        """Publish alerts to risk-alerts and hand them to the webhook; never waits."""
+    def emit(self, alerts: list[alerting.Alert], publish: bool = True) -> None:
+        """Publish alerts to risk-alerts and hand them to the webhook; never waits.
+        `publish=False`: the caller produces them (in a transaction, D19)."""
         m = self.metrics
         producer = self._producer()
         for a in alerts:
@@ -79,7 +80,7 @@ class AlertSender:
             log.warning("alert %s %s: %s", a["key"], a["state"], a["details"])
             if self.webhook is not None:
                 self.webhook.submit(a)
-            if producer is not None and self.topic is not None:
+            if publish and producer is not None and self.topic is not None:
                 task = asyncio.ensure_future(
                     _send_alert(producer, self.topic, a["key"].encode(), orjson.dumps(a))
                 )

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +47,7 @@ from stream_risk.kafka.fetch import GuardedFetch, UnreadableTracker, missing_cod
 from stream_risk.kafka.health import HealthMixin
 from stream_risk.kafka.publisher import Publisher, rejected_letters
 from stream_risk.kafka.recovery import Rebalance, RecoveryMixin
+from stream_risk.kafka.transactions import Transactions
 from stream_risk.metrics import Metrics
 from stream_risk.settings import COMPRESSION_CODECS, ConfigError
 from stream_risk.state import EngineReads
@@ -110,6 +113,8 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         self._commit_failing: str | None = None
         #: The book stage (D17) when its topics exist, else None (this instance's book).
         self.book: BookStage | None = None
+        #: Transactions in force (D19), decided at start.
+        self.exactly_once = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -178,7 +183,10 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         self._config_topic = cfg.config_topic if cfg.config_topic not in missing else None
         self.publisher.alerts.topic = cfg.alerts_topic if cfg.alerts_topic not in missing else None
         self.publisher.config_topic = self._config_topic
-        if cfg.idempotence == "auto":
+        await self._choose_guarantee()
+        if self.exactly_once:
+            self._idempotent = True  # a transactional producer is idempotent
+        elif cfg.idempotence == "auto":
             self._idempotent = await topic_admin.probe_idempotence(cfg.bootstrap_servers, **kw)
             if not self._idempotent:
                 log.warning(
@@ -223,6 +231,43 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         self.publisher.alerts.start_webhook()
         self._tasks.append(asyncio.create_task(self._alert_loop(), name="alerts"))
+
+    async def _choose_guarantee(self) -> None:
+        """Exactly-once where asked and the broker has transactions (D19)."""
+        cfg = self.cfg
+        wanted = cfg.processing_guarantee
+        if wanted not in ("exactly-once", "at-least-once", "auto"):
+            raise ConfigError(
+                f"processing guarantee {wanted!r}: use exactly-once, at-least-once or auto"
+            )
+        ok = False
+        if wanted != "at-least-once":
+            probe_id = f"{cfg.transactional_id_prefix or cfg.group_id}-probe-{uuid.uuid4().hex}"
+            ok = await topic_admin.probe_transactions(
+                cfg.bootstrap_servers, probe_id, **cfg.client_kwargs
+            )
+            if not ok and wanted == "exactly-once":
+                raise ConfigError(
+                    f"--processing-guarantee exactly-once needs Kafka transactions, and the "
+                    f"broker at {cfg.bootstrap_servers} refused a transactional producer: "
+                    "run on a broker with transactions (Apache Kafka, Redpanda, MSK) or use "
+                    "--processing-guarantee at-least-once (or auto)"
+                )
+            if not ok:
+                log.warning(
+                    "the broker has no transactions: processing at-least-once (a crash can "
+                    "re-publish actions; consumers drop duplicates by (key, event_ts)); "
+                    "stream_risk_processing_guarantee says so"
+                )
+        self.exactly_once = ok
+        m = self.metrics.processing_guarantee
+        m.labels(guarantee="exactly-once").set(1 if ok else 0)
+        m.labels(guarantee="at-least-once").set(0 if ok else 1)
+        if ok:
+            # No consumer reads an aborted transaction (the rebuild, the book stage).
+            self.clients = dataclasses.replace(self.clients, isolation_level="read_committed")
+            self.publisher.txns = Transactions(cfg, self.clients, self.metrics)
+            log.info("processing exactly-once: Kafka transactions per positions partition")
 
     async def run(self) -> None:
         """Process until `stop()`. Call `start()` first."""
@@ -389,6 +434,8 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
                         )
                 except KafkaError as exc:
                     log.warning("the last checkpoint failed: %s", exc)
+        if self.publisher.txns is not None:
+            await self.publisher.txns.stop()
         if producer is not None:
             with contextlib.suppress(KafkaError):
                 await producer.flush()

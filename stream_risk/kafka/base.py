@@ -115,7 +115,23 @@ class ShellState:
         if offsets is None:
             return False
         await self._commit(offsets)
+        fenced = self.publisher.take_fenced()
+        if fenced:
+            await self._lose(fenced)
         return True
+
+    async def _lose(self, partitions: set[int]) -> None:
+        """Partitions another instance owns now (exactly-once: our producer was fenced):
+        their state and pending records are dropped, never published; the consumer group
+        moves them away at its next rebalance."""
+        self.publisher.drop_partitions(partitions)
+        for p in partitions:
+            self._live.pop(p, None)
+            self._pending.discard(p)
+            self._held.pop(p, None)
+            self.engine.drop_partition(p)
+            if self.publisher.txns is not None:
+                await self.publisher.txns.release(p)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit `offsets` (with any a failed commit left, for partitions still ours).

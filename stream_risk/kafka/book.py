@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stream_risk.engine")
 
-#: An extra record of a step: (topic, partition, key, value or None for a tombstone).
-Extra = tuple[str, int, bytes, bytes | None]
+#: An extra record of a step (`publisher.Extra`): (topic, partition, key, value or None for
+#: a tombstone, the positions partition it comes from).
+Extra = tuple[str, int, bytes, bytes | None, int]
 
 #: Every owned asset is evaluated at least this often (stale markets, config changes).
 FULL_EVALUATION_S = 1.0
@@ -110,6 +111,7 @@ class BookStage:
                 partition_of(asset, n),
                 partial_key(asset, part),
                 None if p is None else p.to_json(),
+                part,
             )
             for asset, part, p in partials
         ]

@@ -19,6 +19,9 @@ class Clients:
     security: Mapping[str, Any] = field(default_factory=dict)
     fetch_max_records: int = 10_000
     fetch_max_wait_ms: int = 10
+    #: "read_committed" under exactly-once: no consumer reads an aborted transaction's
+    #: records (the rebuild of risk-actions, the book's contributions).
+    isolation_level: str = "read_uncommitted"
 
     def reader(self, client_suffix: str = "") -> AIOKafkaConsumer:
         """A consumer outside any group, partitions assigned by hand, offsets never
@@ -31,6 +34,7 @@ class Clients:
             auto_offset_reset="earliest",
             max_poll_records=self.fetch_max_records,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            isolation_level=self.isolation_level,
             **self.security,
         )
 
@@ -49,6 +53,7 @@ class Clients:
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_poll_records=self.fetch_max_records,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            isolation_level=self.isolation_level,
             **self.security,
         )
 
@@ -59,9 +64,12 @@ class Clients:
         compression: str,
         linger_ms: int,
         max_request_size: int,
+        transactional_id: str | None = None,
     ) -> AIOKafkaProducer:
-        """The output producer: acks=all, idempotent where the broker allows it."""
+        """The output producer: acks=all, idempotent where the broker allows it;
+        transactional with a `transactional_id` (exactly-once, D19)."""
         return AIOKafkaProducer(
+            transactional_id=transactional_id,
             bootstrap_servers=self.bootstrap_servers,
             client_id=self.client_id,
             acks="all",

@@ -84,6 +84,14 @@ class ProcessorConfig:
     commit_interval_ms: int = 100
     #: ... or once this many records are pending (backpressure: the acks bound memory).
     checkpoint_max_records: int = 10_000
+    #: "exactly-once": a checkpoint's records and the positions offsets they came from
+    #: commit in transactions (one transactional producer per positions partition, D19);
+    #: "at-least-once": acks, then the offsets; "auto": exactly-once when the broker
+    #: supports transactions, else at-least-once (one warning, a metric).
+    processing_guarantee: str = "auto"
+    #: The transactional ids are `<prefix>-<positions topic>-<partition>` (None: the group
+    #: id): the same for every instance of one deployment, distinct between deployments.
+    transactional_id_prefix: str | None = None
     #: Compression of every batch the engine produces (actions, dead letters, alerts):
     #: none, gzip, snappy, lz4 or zstd (docs/operations.md "Compression").
     compression: str = DEFAULT_COMPRESSION

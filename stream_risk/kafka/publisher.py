@@ -12,6 +12,12 @@ every pending ack (`flush`) and only then are the offsets committed (at-least-on
 send or ack makes the checkpoint re-send every pending record, in order, with backoff, and
 `/readyz` says why. A dead letter too big for one produce request goes out with its value
 cut.
+
+Exactly-once (`txns` set, docs/design.md D19): each record with a positions partition goes
+out in that partition's open transaction (`kafka/transactions.py`), and a checkpoint, once
+every pending record is acknowledged, commits each transaction with its partition's offset
+instead of committing the offsets. A LIQUIDATE alert goes in the transaction of its
+position's partition, made when its action is produced (not when acknowledged).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -35,7 +42,13 @@ from stream_risk.engine.events import Output, Rejected
 from stream_risk.kafka.alerts import AlertSender
 from stream_risk.kafka.codec import DeadLetter
 from stream_risk.kafka.config import ProcessorConfig, wall_ms
+from stream_risk.kafka.transactions import Transactions
 from stream_risk.metrics import Metrics
+
+#: A record of a step besides its actions and dead letters: (topic, partition (-1: the
+#: partitioner's choice), key, value, owner: the positions partition it comes from, -1
+#: for none). The book's contributions (D17), LIQUIDATE alerts under exactly-once.
+Extra = tuple[str, int, bytes, bytes | None, int]
 
 log = logging.getLogger("stream_risk.engine")
 
@@ -54,8 +67,8 @@ class _Step:
 
     outputs: list[Output]
     dead: list[DeadLetter]
-    #: Other records of the step: (topic, partition, key, value) (the book's, D17).
-    extra: list[tuple[str, int, bytes, bytes | None]]
+    #: Other records of the step (`Extra`).
+    extra: list[Extra]
     #: When its records were fetched (time.monotonic()); -1: not from a fetch.
     fetched: float
     futures: list[asyncio.Future[Any]] = field(default_factory=list)
@@ -99,6 +112,10 @@ class Publisher:
         self._in_flight: _Step | None = None
         #: The send or ack failure the next checkpoint recovers from (re-sends everything).
         self._broken: BaseException | None = None
+        #: Exactly-once: the per-partition transactions (None: at-least-once).
+        self.txns: Transactions | None = None
+        #: Partitions fenced since the processor last looked (`take_fenced`).
+        self._fenced: set[int] = set()
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -137,7 +154,7 @@ class Publisher:
         dead: list[DeadLetter],
         offsets: dict[TopicPartition, int] | None = None,
         fetched: float = -1.0,
-        extra: list[tuple[str, int, bytes, bytes | None]] | None = None,
+        extra: list[Extra] | None = None,
     ) -> None:
         """Produce a step's actions and dead letters without waiting for their acks; they,
         and the `positions` offsets the step consumed, are pending until the next
@@ -155,7 +172,11 @@ class Publisher:
         # would stall the engine (and re-send the batch's actions each second). It goes out
         # with its value cut, and its `error` header says so.
         dead = [fit_dead_letter(d, self.cfg.max_request_size) for d in dead]
-        step = _Step(res.outputs, dead, extra or [], fetched)
+        extra = list(extra or [])
+        if self.txns is not None and self.alerts.topic is not None and res.outputs:
+            # Exactly-once: a LIQUIDATE alert commits with the action that caused it.
+            extra.extend(self._liquidate_alerts(res.outputs))
+        step = _Step(res.outputs, dead, extra, fetched)
         cp.steps.append(step)
         cp.records += len(res.outputs) + len(dead) + len(step.extra)
         if self._broken is None:
@@ -194,7 +215,13 @@ class Publisher:
                         return None
                 error = next((_error(f) for f in futures if _error(f) is not None), None)
                 if error is None:
-                    break
+                    if self.txns is None:
+                        break
+                    try:
+                        self._fenced |= await self.txns.commit(cp.offsets, self.cfg.group_id)
+                        break
+                    except KafkaError as exc:  # every open transaction was aborted
+                        error = exc
                 self._broke(error)
             if give_up_s is not None and time.monotonic() - t0 + delay > give_up_s:
                 return None
@@ -210,7 +237,25 @@ class Publisher:
             log.info("publishing works again: %d pending records acknowledged", cp.records)
         self.failing = None
         self._cp = _Checkpoint()
+        if self.txns is not None:
+            # Committed with the transactions: nothing left for the consumer to commit.
+            return {}
         return cp.offsets
+
+    def take_fenced(self) -> set[int]:
+        """Partitions found fenced (exactly-once) since the last call: another instance
+        owns them; the processor drops their state."""
+        fenced, self._fenced = self._fenced, set()
+        return fenced
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget every pending record and offset of `partitions` (fenced: not ours)."""
+        cp = self._cp
+        cp.offsets = {tp: o for tp, o in cp.offsets.items() if tp.partition not in partitions}
+        for step in cp.steps:
+            step.outputs = [o for o in step.outputs if o.partition not in partitions]
+            step.dead = [d for d in step.dead if _owner(d, self.cfg) not in partitions]
+            step.extra = [e for e in step.extra if e[4] not in partitions]
 
     def drop_offsets(self, partitions: set[int]) -> None:
         """Forget the pending offsets of `partitions` (revoked: no longer ours to commit)."""
@@ -230,13 +275,30 @@ class Publisher:
         producer = self.producer
         assert producer is not None
         cfg = self.cfg
-        futures = await self._send_actions(producer, step.outputs)
+        txns = self.txns
+        if txns is None:
+            futures = await self._send_actions(producer, step.outputs)
+        else:
+            futures = []
+            by_part: dict[int, list[Output]] = {}
+            for out in step.outputs:
+                by_part.setdefault(out.partition, []).append(out)
+            for part, outs in by_part.items():
+                p = await txns.producer(part)
+                if p is not None:  # else fenced or moved: not ours to publish
+                    futures += await self._send_actions(p, outs)
         for d in step.dead:
-            futures.append(
-                await producer.send(cfg.dlq_topic, value=d.value, key=d.key, headers=d.headers())
-            )
-        for topic, part, key, value in step.extra:
-            futures.append(await producer.send(topic, value=value, key=key, partition=part))
+            p = producer if txns is None else await self._owner_producer(_owner(d, cfg))
+            if p is not None:
+                futures.append(
+                    await p.send(cfg.dlq_topic, value=d.value, key=d.key, headers=d.headers())
+                )
+        for topic, part, key, value, owner in step.extra:
+            p = producer if txns is None else await self._owner_producer(owner)
+            if p is not None:
+                futures.append(
+                    await p.send(topic, value=value, key=key, partition=None if part < 0 else part)
+                )
         step.futures = futures
         step.remaining = len(futures)
         step.failed = False
@@ -246,6 +308,36 @@ class Publisher:
         done = functools.partial(self._on_ack, step, step.sends)
         for f in futures:
             f.add_done_callback(done)
+
+    async def _owner_producer(self, owner: int) -> AIOKafkaProducer | None:
+        """Exactly-once: the transaction of positions partition `owner`; a record of no
+        partition (-1) goes out of the transactions, at-least-once (D19)."""
+        assert self.txns is not None
+        if owner < 0:
+            return self.producer
+        return await self.txns.producer(owner)
+
+    def _liquidate_alerts(self, outputs: list[Output]) -> list[Extra]:
+        """The LIQUIDATE transitions of `outputs`, as records of their positions'
+        partitions (the alert rules' state moves now; counted, logged, sent to the
+        webhook here too)."""
+        topic = self.alerts.topic
+        assert topic is not None
+        fired = alerting.liquidate_transitions(self.alerts.tracker, outputs, wall_ms())
+        if not fired:
+            return []
+        self.alerts.emit(fired, publish=False)
+        part_of = {o.position_id: o.partition for o in outputs}
+        return [
+            (
+                topic,
+                -1,
+                a["key"].encode(),
+                orjson.dumps(a),
+                part_of.get(a["details"].get("position_id", ""), -1),
+            )
+            for a in fired
+        ]
 
     def _on_ack(self, step: _Step, send: int, fut: asyncio.Future[Any]) -> None:
         if send != step.sends:
@@ -278,7 +370,11 @@ class Publisher:
             ts = out.tick_lineage.timestamp_ms
             if ts > 0 and out.trigger == "tick":
                 observe(max(0.0, (now - ts) / 1000))
-        fired = alerting.liquidate_transitions(self.alerts.tracker, outputs, now)
+        fired = (
+            []  # exactly-once: made with the records (`_liquidate_alerts`)
+            if self.txns is not None
+            else alerting.liquidate_transitions(self.alerts.tracker, outputs, now)
+        )
         children = self._children
         for action, n in by_action.items():
             child = children.get(action)
@@ -382,3 +478,8 @@ def rejected_letters(
             )
         )
     return out
+
+
+def _owner(d: DeadLetter, cfg: ProcessorConfig) -> int:
+    """The positions partition a dead letter comes from (-1: another topic's record)."""
+    return d.lineage.partition if d.lineage.topic == cfg.positions_topic else -1

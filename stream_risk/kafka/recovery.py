@@ -65,6 +65,14 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.proc._on_assigned(assigned)
+        txns = self.proc.publisher.txns
+        if txns is not None:
+            # Partitions that moved away: their transactional producers go (a kept one
+            # stays: nobody fenced it).
+            owned = self.proc._live.keys() | self.proc._pending
+            for p in list(txns.producers):
+                if p not in owned:
+                    await txns.release(p)
 
 
 class RecoveryMixin(ShellState):
@@ -212,6 +220,12 @@ class RecoveryMixin(ShellState):
         assert self._positions is not None
         parts = sorted(self._pending)
         t0 = time.perf_counter()
+        txns = self.publisher.txns
+        if txns is not None:
+            # Fence the previous owner and abort its open transaction before reading: the
+            # rebuild (read_committed) then sees exactly what was committed (D19).
+            for p in parts:
+                await txns.own(p)
         reader = self.clients.reader("-rebuild")
         await reader.start()
         guard = GuardedFetch(reader, self.unreadable)

@@ -328,6 +328,17 @@ async def ensure_topics(
     return []
 
 
+async def probe_transactions(
+    bootstrap: str, transactional_id: str, *, timeout_s: float = 10.0, **client_kwargs: Any
+) -> bool:
+    """Whether a transactional producer starts (InitProducerId with a transactional id: the
+    broker has a transaction coordinator). Never raises; False is logged at INFO. Tansu 0.6
+    refuses it; Apache Kafka, Redpanda and librdkafka's mock cluster accept it."""
+    return await probe_idempotence(
+        bootstrap, timeout_s=timeout_s, transactional_id=transactional_id, **client_kwargs
+    )
+
+
 async def probe_idempotence(
     bootstrap: str, *, timeout_s: float = 10.0, **client_kwargs: Any
 ) -> bool:
