@@ -135,7 +135,11 @@ async def run_demo(
             print(f"stream-risk demo: cannot start the embedded broker: {exc}", file=sys.stderr)
             return 1
         bootstrap = broker.bootstrap_servers
-        settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
+        # The embedded broker has no transactions (DESIGN §9): at-least-once, said here
+        # once rather than warned at the engine's start.
+        settings = settings.model_copy(
+            update={"bootstrap_servers": bootstrap, "processing_guarantee": "at-least-once"}
+        )
         names = TopicNames(
             positions=settings.topic_positions,
             market_ticks=settings.topic_market_ticks,
@@ -163,7 +167,8 @@ async def run_demo(
         await watcher.start()
         if plain:
             view.say(
-                f"embedded broker on {bootstrap}; topics created; market "
+                f"embedded broker on {bootstrap} (memory only, at-least-once: it has no "
+                "transactions); topics created; market "
                 f"{' '.join(feeder.market.symbols)} (regime {feeder.market.regime}); "
                 f"book of {len(feeder.book.positions)} positions; logs in {workdir}"
             )

@@ -178,3 +178,43 @@ async def test_thousand_positions_on_hundred_assets_then_sigterm(
     finally:
         await c.stop()
     assert sum(committed) == 1000
+
+
+def test_exactly_once_on_a_broker_without_transactions_is_a_clear_error(
+    kafka_bootstrap: str, kafka_broker: Any
+) -> None:
+    # The embedded Tansu broker refuses a transactional producer (DESIGN §9).
+    if kafka_broker.kind != "embedded":
+        pytest.fail("this test names Tansu's refusal: run it on the embedded broker")
+    tag = uuid.uuid4().hex[:8]
+    proc = start_engine(
+        kafka_bootstrap,
+        tag,
+        free_port(),
+        "--create-topics",
+        "--processing-guarantee",
+        "exactly-once",
+    )
+    out, _ = proc.communicate(timeout=60)
+    text = out.decode()
+    assert proc.returncode == 2, text
+    assert "exactly-once needs Kafka transactions" in text
+    assert "--processing-guarantee at-least-once" in text
+    assert "Traceback" not in text
+
+
+async def test_auto_runs_at_least_once_on_tansu_and_says_so(kafka_bootstrap: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    port = free_port()
+    proc = start_engine(kafka_bootstrap, tag, port, "--create-topics")
+    try:
+        await wait_ready(port, proc)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
+                metrics = await r.text()
+    finally:
+        code, out = stop(proc)
+    assert 'stream_risk_processing_guarantee{guarantee="at-least-once"} 1.0' in metrics
+    assert 'stream_risk_processing_guarantee{guarantee="exactly-once"} 0.0' in metrics
+    assert out.count("the broker has no transactions: processing at-least-once") == 1, out
+    assert code == 0, out
