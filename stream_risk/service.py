@@ -48,6 +48,8 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         compression=settings.compression,
         commit_interval_ms=settings.commit_interval_ms,
         processing_guarantee=settings.processing_guarantee,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(100, settings.session_timeout_ms // 10),
         tick_lookback_ms=int(settings.tick_lookback_s * 1000),
         client_kwargs=settings.kafka_security_kwargs(),
     )

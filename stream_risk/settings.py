@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         description="Checkpoint every this many ms: await the acks of what was produced, "
         "then commit the positions offsets (docs/design.md D15).",
     )
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1_000,
+        le=300_000,
+        description="Consumer group session: a member silent this long loses its "
+        "partitions (heartbeats every tenth of it).",
+    )
     processing_guarantee: Literal["exactly-once", "at-least-once", "auto"] = Field(
         "auto",
         description="exactly-once: each checkpoint's records and positions offsets commit "
