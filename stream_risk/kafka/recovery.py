@@ -30,6 +30,7 @@ from stream_risk.kafka.config import wall_ms
 from stream_risk.kafka.fetch import GuardedFetch
 from stream_risk.kafka.publisher import rejected_letters
 from stream_risk.kafka.reader import read_to_end
+from stream_risk.kafka.topics import wait_for_partitions
 
 if TYPE_CHECKING:
     from stream_risk.kafka.app import StreamProcessor
@@ -78,8 +79,8 @@ class RecoveryMixin(ShellState):
             return
         consumer = self.clients.reader()
         await consumer.start()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        parts = await wait_for_partitions(consumer, topic, on_wait=self._waiting_metadata)
+        tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         self._config = consumer
@@ -106,8 +107,8 @@ class RecoveryMixin(ShellState):
         cfg = self.cfg
         consumer = self.clients.reader()
         await consumer.start()
-        parts = consumer.partitions_for_topic(cfg.ticks_topic) or set()
-        tps = [TopicPartition(cfg.ticks_topic, p) for p in sorted(parts)]
+        parts = await wait_for_partitions(consumer, cfg.ticks_topic, on_wait=self._waiting_metadata)
+        tps = [TopicPartition(cfg.ticks_topic, p) for p in parts]
         consumer.assign(tps)
         since = wall_ms() - cfg.tick_lookback_ms
         found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
