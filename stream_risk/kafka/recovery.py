@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from stream_risk import alerting
@@ -115,7 +115,7 @@ class RecoveryMixin(ShellState):
         for tp in tps:
             hit = found.get(tp)
             if hit is None:
-                await consumer.seek_to_end(tp)
+                await self._seek_no_offset_for_time(consumer, tp, since)
             else:
                 # Some brokers answer 0 whatever the time (DESIGN §9): reading a little more
                 # history only refines the latest-market table, it never publishes.
@@ -138,6 +138,44 @@ class RecoveryMixin(ShellState):
             await self._checkpoint()
         self._ticks_caught_up = True
         log.info("market ticks caught up: %d assets known", len(self.engine.table.markets))
+
+    async def _seek_no_offset_for_time(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, since: int
+    ) -> None:
+        """The broker found no record at or after `since` in `tp`: start at its end, unless
+        its last record says otherwise. librdkafka's mock cluster answers "none" for every
+        timestamp (ListOffsets by time is not implemented there, D18): believing it would
+        start with no market at all. So the last record's timestamp is read: newer than
+        `since` means the answer was wrong, and the partition is read from its beginning
+        (as on a broker answering 0: it only refines the latest-market table)."""
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if end <= begin:
+            consumer.seek(tp, end)
+            return
+        consumer.seek(tp, end - 1)
+        last_ts: int | None = None
+        deadline = time.monotonic() + 2.0
+        try:
+            while last_ts is None and time.monotonic() < deadline:
+                batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
+                for records in batch.values():
+                    if records:
+                        last_ts = records[-1].timestamp
+        except Exception as exc:  # a batch it cannot read: the guarded read will say so
+            log.info("%s[%d]: the last record could not be read (%r)", tp.topic, tp.partition, exc)
+        if last_ts is not None and last_ts < since:
+            consumer.seek(tp, end)
+            return
+        log.info(
+            "%s[%d]: the broker gave no offset for the look-back's start while its last record "
+            "is %s: reading it from its beginning (offset %d)",
+            tp.topic,
+            tp.partition,
+            "newer" if last_ts is not None else "unreadable",
+            begin,
+        )
+        consumer.seek(tp, begin)
 
     # ------------------------------------------------------------------ rebalancing
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
