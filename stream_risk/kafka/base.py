@@ -68,6 +68,12 @@ class ShellState:
     _fetch_errors_logged: dict[str, float]
     #: The book stage (D17) when its topics exist.
     book: BookStage | None
+    #: What the start waits for in the broker's metadata (a topic's partitions not known
+    #: yet), for `/readyz`; None when nothing (`topics.wait_for_partitions`, D18).
+    _metadata_wait: str | None = None
+
+    def _waiting_metadata(self, reason: str | None) -> None:
+        self._metadata_wait = reason
 
     def book_partials(self) -> list[Extra]:
         raise NotImplementedError

@@ -41,6 +41,7 @@ from stream_risk.book.aggregate import BOOK_PARTITION, BOOK_STATE_KEY, STATE_PRE
 from stream_risk.kafka.config import wall_ms
 from stream_risk.kafka.fetch import GuardedFetch
 from stream_risk.kafka.reader import read_to_end
+from stream_risk.kafka.topics import wait_for_partitions
 
 if TYPE_CHECKING:
     from stream_risk.kafka.app import StreamProcessor
@@ -124,7 +125,7 @@ class BookStage:
         self.partitions = len(await producer.partitions_for(self.partials_topic))
         reader = self._reader = proc.clients.reader("-book-view")
         await reader.start()
-        parts = await _partitions(reader, self.book_topic)
+        parts = await wait_for_partitions(reader, self.book_topic, on_wait=proc._waiting_metadata)
         tps = [TopicPartition(self.book_topic, p) for p in parts]
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
@@ -385,14 +386,3 @@ class BookStage:
         view["scope"] = "book"
         view["owned_assets"] = sorted(self.agg.parts)
         return view
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    """The topic's partitions, waiting for the metadata (a new consumer may not have it)."""
-    for _ in range(50):
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return sorted(parts)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise KafkaError(f"no partitions for topic {topic} in the broker's metadata")

@@ -169,6 +169,8 @@ class HealthMixin(ShellState):
             reasons.append(f"not yet assigned by consumer group {self.cfg.group_id!r}")
         if self._pending:
             reasons.append(f"rebuilding positions partitions {sorted(self._pending)}")
+        if self._metadata_wait:
+            reasons.append(self._metadata_wait)
         if not self._connected:
             reasons.append(f"broker {self.cfg.bootstrap_servers} unreachable")
         if self._missing_topics:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from stream_risk import alerting
@@ -30,6 +30,7 @@ from stream_risk.kafka.config import wall_ms
 from stream_risk.kafka.fetch import GuardedFetch
 from stream_risk.kafka.publisher import rejected_letters
 from stream_risk.kafka.reader import read_to_end
+from stream_risk.kafka.topics import wait_for_partitions
 
 if TYPE_CHECKING:
     from stream_risk.kafka.app import StreamProcessor
@@ -86,8 +87,8 @@ class RecoveryMixin(ShellState):
             return
         consumer = self.clients.reader()
         await consumer.start()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        parts = await wait_for_partitions(consumer, topic, on_wait=self._waiting_metadata)
+        tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         self._config = consumer
@@ -114,15 +115,15 @@ class RecoveryMixin(ShellState):
         cfg = self.cfg
         consumer = self.clients.reader()
         await consumer.start()
-        parts = consumer.partitions_for_topic(cfg.ticks_topic) or set()
-        tps = [TopicPartition(cfg.ticks_topic, p) for p in sorted(parts)]
+        parts = await wait_for_partitions(consumer, cfg.ticks_topic, on_wait=self._waiting_metadata)
+        tps = [TopicPartition(cfg.ticks_topic, p) for p in parts]
         consumer.assign(tps)
         since = wall_ms() - cfg.tick_lookback_ms
         found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
         for tp in tps:
             hit = found.get(tp)
             if hit is None:
-                await consumer.seek_to_end(tp)
+                await self._seek_no_offset_for_time(consumer, tp, since)
             else:
                 # Some brokers answer 0 whatever the time (DESIGN §9): reading a little more
                 # history only refines the latest-market table, it never publishes.
@@ -145,6 +146,44 @@ class RecoveryMixin(ShellState):
             await self._checkpoint()
         self._ticks_caught_up = True
         log.info("market ticks caught up: %d assets known", len(self.engine.table.markets))
+
+    async def _seek_no_offset_for_time(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, since: int
+    ) -> None:
+        """The broker found no record at or after `since` in `tp`: start at its end, unless
+        its last record says otherwise. librdkafka's mock cluster answers "none" for every
+        timestamp (ListOffsets by time is not implemented there, D18): believing it would
+        start with no market at all. So the last record's timestamp is read: newer than
+        `since` means the answer was wrong, and the partition is read from its beginning
+        (as on a broker answering 0: it only refines the latest-market table)."""
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if end <= begin:
+            consumer.seek(tp, end)
+            return
+        consumer.seek(tp, end - 1)
+        last_ts: int | None = None
+        deadline = time.monotonic() + 2.0
+        try:
+            while last_ts is None and time.monotonic() < deadline:
+                batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
+                for records in batch.values():
+                    if records:
+                        last_ts = records[-1].timestamp
+        except Exception as exc:  # a batch it cannot read: the guarded read will say so
+            log.info("%s[%d]: the last record could not be read (%r)", tp.topic, tp.partition, exc)
+        if last_ts is not None and last_ts < since:
+            consumer.seek(tp, end)
+            return
+        log.info(
+            "%s[%d]: the broker gave no offset for the look-back's start while its last record "
+            "is %s: reading it from its beginning (offset %d)",
+            tp.topic,
+            tp.partition,
+            "newer" if last_ts is not None else "unreadable",
+            begin,
+        )
+        consumer.seek(tp, begin)
 
     # ------------------------------------------------------------------ rebalancing
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:

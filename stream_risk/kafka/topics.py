@@ -16,14 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    IncompatibleBrokerVersion,
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnsupportedVersionError,
+    for_code,
+)
+from aiokafka.protocol.metadata import MetadataRequest
 
 __all__ = [
     "ALL_TOPICS",
@@ -47,6 +55,7 @@ __all__ = [
     "missing_topics",
     "probe_idempotence",
     "topic_specs",
+    "wait_for_partitions",
 ]
 
 log = logging.getLogger(__name__)
@@ -232,6 +241,116 @@ async def _replication_factor(admin: Any) -> int:
     return min(MAX_DEFAULT_REPLICATION, brokers)
 
 
+class _NoCreateTopics(Exception):
+    """The broker cannot take a CreateTopics request (why, in the message)."""
+
+
+async def _create_request(admin: Any, new_topics: list[NewTopic], timeout_s: float) -> Any:
+    """Admin CreateTopics, or `_NoCreateTopics` where the broker has no way to take it: no
+    controller in its metadata (librdkafka's mock cluster answers controller id 0 with no
+    broker 0: aiokafka then fails on `None.nodeId`), or the API not offered at all."""
+    try:
+        await admin._client.force_metadata_update()
+        if admin._client.cluster.controller is None:
+            raise _NoCreateTopics("its metadata names no controller")
+        return await admin.create_topics(new_topics, timeout_ms=max(1, int(timeout_s * 1000)))
+    except (IncompatibleBrokerVersion, UnsupportedVersionError) as exc:
+        raise _NoCreateTopics(f"it does not offer CreateTopics ({exc!r})") from None
+
+
+async def _auto_create(
+    admin: Any, bootstrap: str, todo: Sequence[TopicSpec], why: str
+) -> list[str]:
+    """Make `todo` the only other way a broker allows: a metadata request naming them with
+    auto-creation allowed. The broker picks partitions and configs: say so, loudly."""
+    names = [spec.name for spec in todo]
+    request = MetadataRequest(names, allow_auto_topic_creation=True)
+    try:
+        await admin._client.send(admin._client.get_random_node(), request)
+    except KafkaError as exc:
+        raise TopicCreationError(
+            f"the broker at {bootstrap} cannot create topics ({why}) and auto-creating "
+            f"{', '.join(names)} failed: {exc}; create them with the broker's own tools"
+        ) from None
+    await admin._client.force_metadata_update()
+    cluster = admin._client.cluster
+    made: list[str] = []
+    for spec in todo:
+        got = cluster.partitions_for_topic(spec.name)
+        if not got:
+            continue
+        made.append(spec.name)
+        differs = len(got) != spec.partitions or bool(spec.configs)
+        log.warning(
+            "the broker at %s cannot create topics (%s): %s was made by auto-creation with "
+            "%d partitions and the broker's default configs%s",
+            bootstrap,
+            why,
+            spec.name,
+            len(got),
+            (
+                f" (asked: {spec.partitions} partitions, {dict(spec.configs) or 'defaults'}); "
+                "create it with the broker's own tools to have those"
+            )
+            if differs
+            else "",
+        )
+    return made
+
+
+async def wait_for_partitions(
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    *,
+    on_wait: Any = None,
+    first_delay_s: float = 0.05,
+    max_delay_s: float = 2.0,
+) -> list[int]:
+    """The partitions of `topic` (known to exist), waiting for the broker's metadata.
+
+    A consumer knows a topic's partitions only once a metadata response listing them has
+    arrived: aiokafka's first one may list no topic at all (Apache Kafka and librdkafka's
+    mock answer an empty topic list with none; Tansu with all), a topic just created may
+    have no partitions or leaders yet, and a broker in a leader election answers without
+    them. So: ask for all topics' metadata (never naming the topic: that would create it
+    on a broker that auto-creates), retry with backoff (doubling to `max_delay_s`), and
+    tell `on_wait(reason)` what it waits for (`on_wait(None)` when done). It waits until
+    cancelled; it is logged once, then once a minute.
+    """
+    delay = first_delay_s
+    waited = False
+    last_log = -math.inf
+    since = time.monotonic()
+    client = consumer._client
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            if waited:
+                if on_wait is not None:
+                    on_wait(None)
+                took = time.monotonic() - since
+                (log.info if took >= 1.0 else log.debug)(
+                    "%s: %d partitions known after %.2fs", topic, len(parts), took
+                )
+            return sorted(parts)
+        waited = True
+        reason = f"waiting for the broker's metadata of topic {topic} (no partitions known yet)"
+        if on_wait is not None:
+            on_wait(reason)
+        now = time.monotonic()
+        if now - since >= 1.0 and now - last_log >= 60.0:
+            log.warning("%s; retrying every %gs at most", reason, max_delay_s)
+            last_log = now
+        try:
+            await asyncio.wait_for(client.force_metadata_update(), max(1.0, max_delay_s))
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.debug("metadata update failed: %r", exc)
+        if consumer.partitions_for_topic(topic):
+            continue
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
+
+
 async def create_topics(
     bootstrap: str,
     specs: Iterable[TopicSpec],
@@ -271,11 +390,13 @@ async def create_topics(
                 )
                 for spec in todo
             ]
-            response = await admin.create_topics(
-                new_topics, timeout_ms=max(1, int(timeout_s * 1000))
-            )
+            try:
+                response = await _create_request(admin, new_topics, timeout_s)
+            except _NoCreateTopics as exc:
+                created = await _auto_create(admin, bootstrap, todo, str(exc))
+                response = None
             errors: list[str] = []
-            for topic, code, *rest in response.topic_errors:
+            for topic, code, *rest in response.topic_errors if response is not None else ():
                 if code == 0:
                     created.append(topic)
                 elif code == TopicAlreadyExistsError.errno:
@@ -287,7 +408,8 @@ async def create_topics(
                 raise TopicCreationError(
                     f"the broker at {bootstrap} refused to create: {'; '.join(errors)}"
                 )
-            log.info("created topics %s on %s", ", ".join(created) or "(none)", bootstrap)
+            if response is not None:
+                log.info("created topics %s on %s", ", ".join(created) or "(none)", bootstrap)
 
         # Metadata can lag behind CreateTopics on a multi-broker cluster: wait until listed.
         deadline = time.monotonic() + timeout_s

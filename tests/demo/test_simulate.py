@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from kafka_helpers import consume_all
+from kafka_helpers import consume_all, create_topics
 
 from stream_risk.demo.options import DemoOptions
 from stream_risk.demo.simulate import run_simulator
-from stream_risk.kafka.topics import TopicNames, create_topics, topic_specs
+from stream_risk.kafka.topics import TopicNames, topic_specs
 from stream_risk.models import MarketTick, PositionMessage
 from stream_risk.settings import Settings
 

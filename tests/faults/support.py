@@ -31,10 +31,11 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka_helpers import create_topics, mock_host
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_risk.kafka.embedded import free_port
-from stream_risk.kafka.topics import TopicNames, TopicSpec, create_topics, topic_specs
+from stream_risk.kafka.topics import TopicNames, TopicSpec, topic_specs, wait_for_partitions
 
 PARTITIONS = 6
 
@@ -79,9 +80,11 @@ class Topics:
             risk_dlq=self.dlq,
         )
 
+    def specs(self, partitions: int = PARTITIONS) -> list[TopicSpec]:
+        return topic_specs(self.names(), partitions=partitions, include_controls=False)
+
     async def create(self, bootstrap: str, partitions: int = PARTITIONS) -> None:
-        specs = topic_specs(self.names(), partitions=partitions, include_controls=False)
-        await create_topics(bootstrap, specs)
+        await create_topics(bootstrap, self.specs(partitions))
 
 
 @dataclass(frozen=True)
@@ -119,18 +122,20 @@ class BookTopics(Topics):
             "STREAM_RISK_TOPIC_BOOK": self.book,
         }
 
-    async def create(self, bootstrap: str, partitions: int = PARTITIONS) -> None:
+    def specs(self, partitions: int = PARTITIONS) -> list[TopicSpec]:
         """The four core topics, the controls and the book's two, with the specs of
         `topic_specs` (risk-book-partials: the positions' partition count; risk-book: 1)."""
         compact = {"cleanup.policy": "compact"}
-        specs = [
+        return [
             *topic_specs(self.names(), partitions=partitions, include_controls=False),
             TopicSpec(self.config, 1, compact),
             TopicSpec(self.alerts, 1, {"cleanup.policy": "delete"}),
             TopicSpec(self.partials, partitions, compact),
             TopicSpec(self.book, 1, compact),
         ]
-        await create_topics(bootstrap, specs)
+
+    async def create(self, bootstrap: str, partitions: int = PARTITIONS) -> None:
+        await create_topics(bootstrap, self.specs(partitions))
 
 
 # ---------------------------------------------------------------------- the engine process
@@ -184,6 +189,11 @@ class EngineProcess:
         return self.proc.pid
 
     def start(self) -> EngineProcess:
+        host = mock_host(self.bootstrap)
+        if host is not None and "--create-topics" in self.extra:
+            # The mock cluster takes no CreateTopics: its host makes what the engine would
+            # (the engine's own fallback, auto-creation, gives 4 partitions; D18).
+            host.create_topics([(s.name, s.partitions) for s in self.topics.specs()])
         cmd = [
             sys.executable,
             "-m",
@@ -588,11 +598,10 @@ async def read_all(
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if topic not in await consumer.topics():
+            raise AssertionError(f"topic {topic} does not exist")
+        parts = await asyncio.wait_for(wait_for_partitions(consumer, topic), timeout)
+        tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         out: list[Any] = []

@@ -138,6 +138,10 @@ async def burst(bootstrap: str, tmp_path: Path, n_ticks: int) -> None:
         engine.cleanup()
 
 
+@pytest.mark.not_on_mock(
+    "500,000 ticks exceed the mock's partition log (at most 100,000 batches or 5 MiB a "
+    "partition, older batches dropped): 319,473 were left to read (D18)"
+)
 async def test_burst_of_500k_ticks(kafka_bootstrap: str, tmp_path: Path) -> None:
     await burst(kafka_bootstrap, tmp_path, 500_000)
 

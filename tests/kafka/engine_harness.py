@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka_helpers import mock_host
 
 from stream_risk.engine import EngineConfig
+from stream_risk.kafka import topics as topic_admin
 from stream_risk.kafka.app import ProcessorConfig, StreamProcessor
 
 T_WAIT = 30.0
@@ -42,6 +44,7 @@ def config(bootstrap: str, **kw: Any) -> ProcessorConfig:
 async def running(
     cfg: ProcessorConfig, engine_config: EngineConfig | None = None
 ) -> AsyncIterator[StreamProcessor]:
+    await premake_on_mock(cfg)
     proc = StreamProcessor(cfg, engine_config)
     await proc.start()
     task = asyncio.create_task(proc.run())
@@ -53,6 +56,35 @@ async def running(
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 20)
         await proc.stop()
+
+
+def _specs(cfg: ProcessorConfig) -> list[topic_admin.TopicSpec]:
+    """What `--create-topics` makes for `cfg` (its names; 6 partitions, 1 for the rest)."""
+    names = topic_admin.TopicNames(
+        positions=cfg.positions_topic,
+        market_ticks=cfg.ticks_topic,
+        risk_actions=cfg.actions_topic,
+        risk_dlq=cfg.dlq_topic,
+        risk_config=cfg.config_topic or topic_admin.RISK_CONFIG,
+        risk_alerts=cfg.alerts_topic or topic_admin.RISK_ALERTS,
+        risk_book_partials=cfg.book_partials_topic or topic_admin.RISK_BOOK_PARTIALS,
+        risk_book=cfg.book_topic or topic_admin.RISK_BOOK,
+    )
+    wanted = {*cfg.topics, *cfg.control_topics}
+    return [s for s in topic_admin.topic_specs(names) if s.name in wanted]
+
+
+async def premake_on_mock(cfg: ProcessorConfig) -> None:
+    """On the mock cluster (no CreateTopics), its host makes what `create_topics=True` would
+    with the specs' partition counts; elsewhere the processor makes them itself."""
+    host = mock_host(cfg.bootstrap_servers)
+    if host is None or not cfg.create_topics:
+        return
+    missing = await topic_admin.missing_topics(
+        cfg.bootstrap_servers, [*cfg.topics, *cfg.control_topics]
+    )
+    specs = [s for s in _specs(cfg) if s.name in missing]
+    await asyncio.to_thread(host.create_topics, [(s.name, s.partitions) for s in specs])
 
 
 async def wait_for(
@@ -92,7 +124,8 @@ class TopicReader:
             bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest"
         )
         await c.start()
-        parts = c.partitions_for_topic(self.topic) or set()
+        # (Never naming the topic: it exists by now; a fresh consumer may not know it yet.)
+        parts = await asyncio.wait_for(topic_admin.wait_for_partitions(c, self.topic), T_WAIT)
         tps = [TopicPartition(self.topic, p) for p in parts]
         c.assign(tps)
         await c.seek_to_beginning(*tps)

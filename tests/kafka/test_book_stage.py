@@ -43,6 +43,11 @@ def _shows(p: StreamProcessor, want: dict[str, tuple[float, float]]) -> Callable
 WANT = {"BTC": (240_000.0, 560_000.0), "ETH": (-400_000.0, 800_000.0)}
 
 
+@pytest.mark.not_on_mock(
+    "two members of one consumer group: after a rebalance the mock's group coordinator "
+    "answers aiokafka's SyncGroup with INVALID_REQUEST (it is already in state Up) and "
+    "aiokafka retries it until the join times out (D18)"
+)
 async def test_two_processors_each_show_the_whole_book(kafka_bootstrap: str) -> None:
     tag = uuid.uuid4().hex[:8]
     cfg = config(

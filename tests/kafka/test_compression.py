@@ -501,7 +501,9 @@ async def test_unreadable_batch_in_a_rebuild_is_visible_and_stop_still_works(
     partition is held (not ready, the reason named), and a stop does not hang on it."""
     cfg = config(kafka_bootstrap)
     t = uuid.uuid4().hex[:6]
-    from stream_risk.kafka.topics import TopicNames, TopicSpec, create_topics, topic_specs
+    from kafka_helpers import create_topics
+
+    from stream_risk.kafka.topics import TopicNames, TopicSpec, topic_specs
 
     names = TopicNames(
         positions=cfg.positions_topic,
@@ -641,9 +643,10 @@ async def test_run_held_at_start_reports_it_and_sigterm_exits_0(kafka_bootstrap:
     """`stream-risk run --compression lz4`: a bad batch in the tick look-back holds the
     start; /readyz names it, the log says it once, SIGTERM still ends the process (0)."""
     import aiohttp
+    from kafka_helpers import create_topics
 
     from stream_risk.kafka.embedded import free_port
-    from stream_risk.kafka.topics import TopicNames, create_topics, topic_specs
+    from stream_risk.kafka.topics import TopicNames, topic_specs
 
     from .test_run_command import start_engine, stop
 

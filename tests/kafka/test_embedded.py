@@ -157,6 +157,10 @@ async def _produce_batches(bootstrap: str, tp: TopicPartition, sizes: list[int])
         await producer.stop()
 
 
+@pytest.mark.not_on_mock(
+    "a Tansu fact test; on the mock it hangs (>300 s) producing/reading a partition of "
+    "three batches (5, 1, 10 records); cause not found yet (D18)"
+)
 async def test_end_offsets_vs_fetch_highwater(
     kafka_bootstrap: str, kafka_broker: BrokerInfo, unique_topic: Callable[[str], str]
 ) -> None:
@@ -250,6 +254,10 @@ async def test_offsets_for_times(
     if kafka_broker.is_tansu:
         assert found is not None and found.offset == 0  # fixed => update §9
         assert after_all is not None and after_all.offset == 0
+    elif kafka_broker.is_mock:
+        # librdkafka's mock: ListOffsets by timestamp is not implemented, it answers "no
+        # offset" for every time (D18; the tick look-back checks the last record).
+        assert found is None and after_all is None  # fixed => update D18
     else:
         assert found is not None and found.offset == 5 and found.timestamp == base + 5
         assert after_all is None

@@ -20,8 +20,9 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from kafka_helpers import create_topics
 
-from stream_risk.kafka.topics import TopicSpec, create_topics
+from stream_risk.kafka.topics import TopicSpec
 from stream_risk.sidecar import create_app
 
 from .engine_harness import TopicReader, config, now_ms, pos, produce, running, tick, wait_for

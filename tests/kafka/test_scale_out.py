@@ -32,6 +32,11 @@ def ids(proc: StreamProcessor) -> set[str]:
     return {p["position_id"] for p in proc.positions()}
 
 
+@pytest.mark.not_on_mock(
+    "two members of one consumer group: after a rebalance the mock's group coordinator "
+    "answers aiokafka's SyncGroup with INVALID_REQUEST (it is already in state Up) and "
+    "aiokafka retries it until the join times out (D18)"
+)
 async def test_two_engines_split_the_partitions_and_hand_them_over(kafka_bootstrap: str) -> None:
     cfg = config(kafka_bootstrap)
     t0 = now_ms()

@@ -126,6 +126,11 @@ async def test_missing_topics_names_them_and_creates_nothing(
     assert str(kafka_bootstrap) in str(excinfo.value)
 
 
+@pytest.mark.not_on_mock(
+    "the mock takes no CreateTopics (no controller, API not offered): create_topics falls "
+    "back to auto-creation (4 partitions, no configs), tested by "
+    "test_create_topics_falls_back_to_auto_creation_on_the_mock (D18)"
+)
 async def test_create_topics_partitions_configs_and_idempotence(
     kafka_bootstrap: str, topic_names: TopicNames
 ) -> None:
