@@ -37,6 +37,7 @@ the ones marked * are read from the engine's state when /metrics is scraped: `En
     idempotence_enabled    stream_risk_idempotence_enabled                   gauge 0/1
     processing_guarantee   stream_risk_processing_guarantee{guarantee}       gauge 0/1
     fenced                 stream_risk_fenced_total                          counter
+    partitions_lost        stream_risk_partitions_lost_total                 counter
     transactions           stream_risk_transactions_total{outcome}           counter
     broker_connected       stream_risk_broker_connected                      gauge 0/1
     ready                  stream_risk_ready                                 gauge 0/1
@@ -403,6 +404,12 @@ class Metrics:
             PREFIX + "processing_guarantee",
             "1 for the guarantee in force (exactly-once or at-least-once), 0 for the other.",
             ["guarantee"],
+            registry=r,
+        )
+        self.partitions_lost = Counter(
+            PREFIX + "partitions_lost",
+            "Positions partitions dropped because the group dropped this instance (session "
+            "expired): their state and pending records were not published.",
             registry=r,
         )
         self.fenced = Counter(

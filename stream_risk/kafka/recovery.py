@@ -229,8 +229,16 @@ class RecoveryMixin(ShellState):
         starts there). If it cannot be acknowledged in time (the broker is failing) nothing
         of theirs is committed: the next owner re-reads from the last commit, and if they
         come back here they are rebuilt rather than resumed, since what this instance
-        believes it published may not be in `risk-actions`."""
+        believes it published may not be in `risk-actions`.
+
+        Partitions *lost* rather than revoked (the group dropped this member: its session
+        expired while it was paused or cut off, so another member may have owned them
+        since, D19) are neither checkpointed nor kept: what was pending is dropped, their
+        state too, and they are rebuilt if they come back (Kafka's `onPartitionsLost`)."""
         async with self._lock:
+            if self._membership_lost():
+                await self._drop_lost({tp.partition for tp in revoked})
+                return
             give_up = max(1.0, self.cfg.session_timeout_ms / 2000)
             flushed = await self._checkpoint(give_up_s=give_up)
             parts = {tp.partition for tp in revoked}
@@ -252,6 +260,31 @@ class RecoveryMixin(ShellState):
                         self.engine.table.by_partition.get(tp.partition, ()),
                     )
                     self.engine.drop_partition(tp.partition)
+
+    def _membership_lost(self) -> bool:
+        """Whether the group dropped this member before this revocation (its generation
+        was reset: a heartbeat or a sync answered "unknown member" / "illegal
+        generation"). aiokafka has no `on_partitions_lost`; its coordinator's generation
+        is -1 then, and a revocation of a normal rebalance keeps the last generation."""
+        coordinator = getattr(self._positions, "_coordinator", None)
+        generation = getattr(coordinator, "generation", 0)
+        return isinstance(generation, int) and generation < 0
+
+    async def _drop_lost(self, parts: set[int]) -> None:
+        log.warning(
+            "the consumer group dropped this instance (its session of %d ms expired: it was "
+            "paused or cut off), so partitions %s may have had another owner since: their "
+            "state and pending records are dropped, never published from here; they are "
+            "rebuilt if they come back",
+            self.cfg.session_timeout_ms,
+            sorted(parts),
+        )
+        self.metrics.partitions_lost.inc(len(parts))
+        for p in parts:
+            alerting.forget_liquidations(
+                self.publisher.alerts.tracker, self.engine.table.by_partition.get(p, ())
+            )
+        await self._lose(parts)
 
     async def _rebuild(self) -> None:
         """Rebuild every pending partition from its changelog, then resume it."""

@@ -209,9 +209,8 @@ async def test_auto_runs_at_least_once_on_tansu_and_says_so(kafka_bootstrap: str
     proc = start_engine(kafka_bootstrap, tag, port, "--create-topics")
     try:
         await wait_ready(port, proc)
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
-                metrics = await r.text()
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
+            metrics = await r.text()
     finally:
         code, out = stop(proc)
     assert 'stream_risk_processing_guarantee{guarantee="at-least-once"} 1.0' in metrics
