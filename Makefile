@@ -49,7 +49,7 @@ test: lint typecheck browser
 # tests/kafka and the fault tests that run on one broker; what the mock cannot run is
 # deselected by its `not_on_mock` marker and listed with the reason at the end.
 BROKER_TESTS ?= tests/kafka tests/faults/test_bad_input.py tests/faults/test_clock_and_order.py \
-	tests/faults/test_crash.py
+	tests/faults/test_crash.py tests/faults/test_exactly_once.py
 test-brokers: $(STAMP)
 	STREAM_RISK_TEST_BROKER=mock $(BIN)/python -m pytest -q $(BROKER_TESTS)
 

@@ -235,7 +235,12 @@ async def test_bad_config_goes_to_dlq_and_the_old_config_stays(kafka_bootstrap: 
         assert view["history"][0]["changed_by"] == "alice"
         assert view["history"][-1]["status"] == "rejected"
         async with TopicReader(kafka_bootstrap, cfg.actions_topic) as actions:
-            await actions.until(lambda rs: b"btc-1" in {r.key for r in rs}, "btc-1 action")
+            # The action made under the good record (its config_version names the scope):
+            # btc-1's first action, made before the record was read, may come first.
+            await actions.until(
+                lambda rs: "asset:BTC" in _config_version(actions, "btc-1"),
+                "btc-1's action under asset:BTC",
+            )
         assert actions.latest()["btc-1"]["risk_score"] == pytest.approx(  # type: ignore[index]
             15 + 2.5 + 15 + LIQ_BTC1, abs=AGE_SLACK
         )
@@ -277,3 +282,9 @@ async def test_config_is_read_before_ready_and_survives_a_restart(kafka_bootstra
             assert b1 is not None
             assert b1["risk_score"] == pytest.approx(15 + 2.5 + 15 + LIQ_BTC1, abs=AGE_SLACK)
             assert b1["config_version"] == {"asset:BTC": 0}
+
+
+def _config_version(actions: TopicReader, pid: str) -> dict[str, int]:
+    """The `config_version` of `pid`'s latest action read so far ({} without one)."""
+    latest = actions.latest().get(pid)
+    return {} if latest is None else dict(latest.get("config_version") or {})

@@ -180,6 +180,7 @@ async def test_thousand_positions_on_hundred_assets_then_sigterm(
     assert sum(committed) == 1000
 
 
+@pytest.mark.not_on_mock("the mock cluster has transactions: exactly-once runs there")
 def test_exactly_once_on_a_broker_without_transactions_is_a_clear_error(
     kafka_bootstrap: str, kafka_broker: Any
 ) -> None:
@@ -203,6 +204,7 @@ def test_exactly_once_on_a_broker_without_transactions_is_a_clear_error(
     assert "Traceback" not in text
 
 
+@pytest.mark.not_on_mock("the mock cluster has transactions: auto runs exactly-once there")
 async def test_auto_runs_at_least_once_on_tansu_and_says_so(kafka_bootstrap: str) -> None:
     tag = uuid.uuid4().hex[:8]
     port = free_port()
