@@ -185,6 +185,9 @@ class HealthMixin(ShellState):
             )
         if self.book is not None:
             reasons.extend(self.book.reasons())
+        txns = self.publisher.txns
+        if txns is not None and txns.waiting is not None:
+            reasons.append(txns.waiting)
         reasons.extend(self.unreadable.reasons())
         if self.publisher.failing:
             reasons.append(self.publisher.failing)

@@ -26,6 +26,7 @@ transactions, at-least-once (D19 says what that means for a reader).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -54,6 +55,8 @@ class Transactions:
         self.fenced: set[int] = set()
         self.commits = 0
         self.aborts = 0
+        #: Why a producer is not started yet (a /readyz reason), None when none waits.
+        self.waiting: str | None = None
 
     def transactional_id(self, partition: int) -> str:
         prefix = self.cfg.transactional_id_prefix or self.cfg.group_id
@@ -65,14 +68,30 @@ class Transactions:
         if partition in self.producers:
             return
         cfg = self.cfg
-        producer = self.clients.producer(
-            idempotent=True,
-            compression=cfg.compression,
-            linger_ms=cfg.linger_ms,
-            max_request_size=cfg.max_request_size,
-            transactional_id=self.transactional_id(partition),
-        )
-        await producer.start()
+        delay = 0.1
+        while True:
+            producer = self.clients.producer(
+                idempotent=True,
+                compression=cfg.compression,
+                linger_ms=cfg.linger_ms,
+                max_request_size=cfg.max_request_size,
+                transactional_id=self.transactional_id(partition),
+            )
+            try:
+                await producer.start()
+                break
+            except KafkaError as exc:
+                # A coordinator moving, a broker restarting: wait, and say so.
+                self.waiting = (
+                    f"starting the transactional producer of partition {partition} "
+                    f"(retrying): {type(exc).__name__}: {exc}"
+                )
+                log.warning("%s", self.waiting)
+                with contextlib.suppress(KafkaError):
+                    await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.waiting = None
         self.producers[partition] = producer
         self.fenced.discard(partition)
         log.info("transactional producer %s started", self.transactional_id(partition))
