@@ -114,3 +114,45 @@ async def test_the_engine_starts_and_runs_on_the_mock(mock: MockCluster, tmp_pat
         assert "BTC" in again.engine.table.markets  # the look-back found the tick
         assert len(again.positions()) == 8
         assert again.engine.waiting() == {}
+
+
+async def test_the_mock_runs_transactions_but_neither_fences_nor_hides_aborts(
+    mock: MockCluster,
+) -> None:
+    """A fact of the mock (D18), asserted so that a librdkafka that starts enforcing them
+    is noticed: Apache Kafka refuses the first producer's commit once a second one with
+    the same transactional id started (ProducerFenced), and hides aborted records from
+    read_committed readers; the mock does neither."""
+    from aiokafka import AIOKafkaProducer, TopicPartition
+
+    mock.create_topics([("m-txn", 1)])
+    boot = mock.bootstrap_servers
+    first = AIOKafkaProducer(bootstrap_servers=boot, transactional_id="m-txn-id")
+    second = AIOKafkaProducer(bootstrap_servers=boot, transactional_id="m-txn-id")
+    await first.start()
+    try:
+        await first.begin_transaction()
+        await (await first.send("m-txn", b"one", key=b"k"))
+        await second.start()  # Apache Kafka: bumps the epoch, fences `first`
+        await first.commit_transaction()  # the mock lets the zombie commit
+        await second.begin_transaction()
+        await (await second.send("m-txn", b"aborted", key=b"k"))
+        await second.abort_transaction()
+    finally:
+        await first.stop()
+        await second.stop()
+    c = AIOKafkaConsumer(
+        bootstrap_servers=boot, isolation_level="read_committed", auto_offset_reset="earliest"
+    )
+    await c.start()
+    try:
+        tp = TopicPartition("m-txn", 0)
+        c.assign([tp])
+        await c.seek_to_beginning(tp)
+        got: list[bytes] = []
+        for _ in range(6):
+            batch = await c.getmany(tp, timeout_ms=200)
+            got += [r.value for r in batch.get(tp, [])]
+    finally:
+        await c.stop()
+    assert got == [b"one", b"aborted"]  # Apache Kafka: [] (fenced, then aborted)
