@@ -242,22 +242,44 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
             )
         ok = False
         if wanted != "at-least-once":
-            probe_id = f"{cfg.transactional_id_prefix or cfg.group_id}-probe-{uuid.uuid4().hex}"
-            ok = await topic_admin.probe_transactions(
-                cfg.bootstrap_servers, probe_id, **cfg.client_kwargs
+            prefix = cfg.transactional_id_prefix or cfg.group_id
+            probe = uuid.uuid4().hex
+            found = await topic_admin.probe_transactions(
+                cfg.bootstrap_servers,
+                f"{prefix}-probe-{probe}",
+                cfg.positions_topic,
+                f"{prefix}-probe-{probe}",
+                **cfg.client_kwargs,
             )
-            if not ok and wanted == "exactly-once":
+            if found == topic_admin.TXN_NONE and wanted == "exactly-once":
                 raise ConfigError(
                     f"--processing-guarantee exactly-once needs Kafka transactions, and the "
                     f"broker at {cfg.bootstrap_servers} refused a transactional producer: "
                     "run on a broker with transactions (Apache Kafka, Redpanda, MSK) or use "
                     "--processing-guarantee at-least-once (or auto)"
                 )
-            if not ok:
+            if found == topic_admin.TXN_UNFENCED and wanted == "exactly-once":
                 log.warning(
-                    "the broker has no transactions: processing at-least-once (a crash can "
-                    "re-publish actions; consumers drop duplicates by (key, event_ts)); "
-                    "stream_risk_processing_guarantee says so"
+                    "the broker at %s runs transactions but does not fence an older "
+                    "producer of a transactional id (librdkafka's mock cluster does this): "
+                    "exactly-once as asked, but a zombie instance is not stopped by this "
+                    "broker; use it to test, not to trade",
+                    cfg.bootstrap_servers,
+                )
+            ok = found == topic_admin.TXN_OK or (
+                found == topic_admin.TXN_UNFENCED and wanted == "exactly-once"
+            )
+            if not ok:
+                why = (
+                    "has no transactions"
+                    if found == topic_admin.TXN_NONE
+                    else "does not fence an older producer of a transactional id"
+                )
+                log.warning(
+                    "the broker %s: processing at-least-once (a crash can re-publish "
+                    "actions; consumers drop duplicates by (key, event_ts)); "
+                    "stream_risk_processing_guarantee says so",
+                    why,
                 )
         self.exactly_once = ok
         m = self.metrics.processing_guarantee

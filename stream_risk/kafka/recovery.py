@@ -236,7 +236,7 @@ class RecoveryMixin(ShellState):
         since, D19) are neither checkpointed nor kept: what was pending is dropped, their
         state too, and they are rebuilt if they come back (Kafka's `onPartitionsLost`)."""
         async with self._lock:
-            if self._membership_lost():
+            if revoked and self._membership_lost():
                 await self._drop_lost({tp.partition for tp in revoked})
                 return
             give_up = max(1.0, self.cfg.session_timeout_ms / 2000)

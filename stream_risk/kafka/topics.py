@@ -450,15 +450,73 @@ async def ensure_topics(
     return []
 
 
+#: `probe_transactions`' answers.
+TXN_NONE = "none"  # no transactional producer starts (Tansu 0.6)
+TXN_UNFENCED = "unfenced"  # transactions run, an older epoch is not fenced (the mock cluster)
+TXN_OK = "ok"  # transactions, and a newer producer of an id fences the older (Apache Kafka)
+
+
 async def probe_transactions(
-    bootstrap: str, transactional_id: str, *, timeout_s: float = 10.0, **client_kwargs: Any
-) -> bool:
-    """Whether a transactional producer starts (InitProducerId with a transactional id: the
-    broker has a transaction coordinator). Never raises; False is logged at INFO. Tansu 0.6
-    refuses it; Apache Kafka, Redpanda and librdkafka's mock cluster accept it."""
-    return await probe_idempotence(
-        bootstrap, timeout_s=timeout_s, transactional_id=transactional_id, **client_kwargs
-    )
+    bootstrap: str,
+    transactional_id: str,
+    topic: str,
+    group_id: str,
+    *,
+    timeout_s: float = 10.0,
+    **client_kwargs: Any,
+) -> str:
+    """What the broker's transactions give: `TXN_NONE`, `TXN_UNFENCED` or `TXN_OK`.
+
+    A transactional producer starts (InitProducerId), begins a transaction; a second one of
+    the same id starts (the epoch moves on); the first then adds an offset of `topic`[0] for
+    `group_id` to its transaction and commits. A broker that fences (Apache Kafka, KIP-98)
+    refuses that (`ProducerFenced` / `InvalidProducerEpoch`): nothing is committed. One
+    that lets it commit cannot stop a zombie (librdkafka's mock cluster, docs/design.md
+    D18). Never raises (except on cancellation); the producers are always stopped."""
+    from aiokafka.structs import TopicPartition as TP
+
+    kwargs = {**client_kwargs, "enable_idempotence": True, "acks": "all"}
+    first = second = None
+    try:
+        first = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, transactional_id=transactional_id, **kwargs
+        )
+        await asyncio.wait_for(first.start(), timeout_s)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.info("no transactional producer starts on %s: %r", bootstrap, exc)
+        with contextlib.suppress(Exception):
+            if first is not None:
+                await first.stop()
+        return TXN_NONE
+    try:
+        await first.begin_transaction()
+        second = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, transactional_id=transactional_id, **kwargs
+        )
+        await asyncio.wait_for(second.start(), timeout_s)
+        try:
+            await asyncio.wait_for(
+                first.send_offsets_to_transaction({TP(topic, 0): 0}, group_id), timeout_s
+            )
+            await asyncio.wait_for(first.commit_transaction(), timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # fenced, as it must be
+            log.info("transactions on %s fence an older producer: %r", bootstrap, exc)
+            return TXN_OK
+        return TXN_UNFENCED
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.info("transactions do not run on %s: %r", bootstrap, exc)
+        return TXN_NONE
+    finally:
+        for p in (first, second):
+            if p is not None:
+                with contextlib.suppress(Exception):
+                    await p.stop()
 
 
 async def probe_idempotence(

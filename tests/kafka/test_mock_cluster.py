@@ -156,3 +156,22 @@ async def test_the_mock_runs_transactions_but_neither_fences_nor_hides_aborts(
     finally:
         await c.stop()
     assert got == [b"one", b"aborted"]  # Apache Kafka: [] (fenced, then aborted)
+
+
+async def test_the_probe_finds_transactions_without_fencing_and_auto_stays_at_least_once(
+    mock: MockCluster,
+) -> None:
+    """`probe_transactions` tells a broker that lets a fenced producer commit (the mock)
+    from one without transactions (Tansu: `TXN_NONE`, test_run_command) and one that fences
+    (Apache Kafka: `TXN_OK`); `auto` takes exactly-once only on the last (D19)."""
+    mock.create_topics([("m-probe", 1)])
+    found = await topic_admin.probe_transactions(
+        mock.bootstrap_servers, "m-probe-id", "m-probe", "m-probe-group"
+    )
+    assert found == topic_admin.TXN_UNFENCED
+    cfg = config(mock.bootstrap_servers, processing_guarantee="auto")
+    async with running(cfg) as proc:
+        assert not proc.exactly_once and proc.publisher.txns is None
+    cfg = config(mock.bootstrap_servers, processing_guarantee="exactly-once")
+    async with running(cfg) as proc:  # asked for: runs, with a warning
+        assert proc.exactly_once and proc.publisher.txns is not None
