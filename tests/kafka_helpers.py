@@ -59,6 +59,11 @@ def register_mock(host: MockCluster) -> None:
     _MOCK_HOSTS[host.bootstrap_servers] = host
 
 
+def forget_mock(host: MockCluster) -> None:
+    """A host `register_mock` named that has stopped (a test module's own)."""
+    _MOCK_HOSTS.pop(host.bootstrap_servers, None)
+
+
 def mock_host(bootstrap: str) -> MockCluster | None:
     """The mock cluster host behind `bootstrap`, if it is one."""
     return _MOCK_HOSTS.get(bootstrap)

@@ -584,15 +584,21 @@ class Producer:
 
 
 async def read_all(
-    bootstrap: str, topic: str, *, timeout: float = 60.0, idle_ms: int = 500
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout: float = 60.0,
+    idle_ms: int = 500,
+    isolation_level: str = "read_uncommitted",
 ) -> list[Any]:
     """Every record of `topic`, per partition in offset order: read until each partition's
     position has reached the high watermark its fetches report and nothing new came for
-    `idle_ms`."""
+    `idle_ms`. `read_committed`: what a bot reading committed data sees (exactly-once)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level=isolation_level,
         max_partition_fetch_bytes=4 << 20,
         fetch_max_bytes=64 << 20,
     )

@@ -71,7 +71,10 @@ async def crash_and_restart(
         caught_up_s = await b.wait_caught_up(timeout=180)
         recovered_s = time.monotonic() - t_restart
         mb = await b.metrics()
-        records = await read_all(bootstrap, topics.actions, timeout=120)
+        # As a hedging bot reads them: committed records only (all of them at-least-once).
+        records = await read_all(
+            bootstrap, topics.actions, timeout=120, isolation_level="read_committed"
+        )
         latest = latest_by_key(records)
         counts = stream.book.check_latest(latest)
 
