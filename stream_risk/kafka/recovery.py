@@ -271,6 +271,9 @@ class RecoveryMixin(ShellState):
         return isinstance(generation, int) and generation < 0
 
     async def _drop_lost(self, parts: set[int]) -> None:
+        parts = parts & (set(self._live) | self._pending | set(self._held))
+        if not parts:
+            return
         log.warning(
             "the consumer group dropped this instance (its session of %d ms expired: it was "
             "paused or cut off), so partitions %s may have had another owner since: their "

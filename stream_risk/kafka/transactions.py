@@ -106,6 +106,7 @@ class Transactions:
             try:
                 await producer.abort_transaction()
                 self.aborts += 1
+                self.metrics.transactions.labels(outcome="aborted").inc()
             except KafkaError as exc:
                 log.info("aborting the transaction of partition %d: %s", partition, exc)
         try:
@@ -144,6 +145,7 @@ class Transactions:
             await producer.commit_transaction()
             self.open.discard(partition)
             self.commits += 1
+            self.metrics.transactions.labels(outcome="committed").inc()
 
         results = await asyncio.gather(*(one(p) for p in todo), return_exceptions=True)
         failure: BaseException | None = None
@@ -171,6 +173,7 @@ class Transactions:
             try:
                 await producer.abort_transaction()
                 self.aborts += 1
+                self.metrics.transactions.labels(outcome="aborted").inc()
             except ProducerFenced:
                 self._fenced(partition)
             except KafkaError as exc:

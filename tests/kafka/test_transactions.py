@@ -91,6 +91,7 @@ async def test_ids_per_partition_and_each_offset_commits_in_its_partitions_txn()
         "commit",
     ]
     assert t.open == set() and t.commits == 2
+    assert _metric(t, "committed") == 2
 
 
 async def test_a_fenced_partition_is_reported_and_refuses_further_records() -> None:
@@ -124,3 +125,9 @@ async def test_release_aborts_what_is_open_and_stops_the_producer() -> None:
     await t.release(4)
     assert producer.calls[-2:] == ["abort", "stop"]
     assert 4 not in t.producers and t.aborts == 1
+    assert _metric(t, "aborted") == 1
+
+
+def _metric(t: Transactions, outcome: str) -> float:
+    value: float = t.metrics.transactions.labels(outcome=outcome)._value.get()
+    return value
