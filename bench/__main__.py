@@ -1,7 +1,7 @@
 """`make bench` = `python -m bench`: every benchmark beside its baseline -> bench/results.md.
 
-    python -m bench                    all ten, full size (~16 min), writes bench/results.md
-    python -m bench http rebuild       a subset (names or numbers: 1..10)
+    python -m bench                    all eleven, full size (~19 min), writes bench/results.md
+    python -m bench http rebuild       a subset (names or numbers: 1..11)
     python -m bench --quick            a short smoke run of everything
     python -m bench --out PATH         write the table elsewhere
 
@@ -26,6 +26,8 @@ Benchmarks (the issue's numbering):
     8 quix        bench/bench_quix.py       a peer: the same job in Quix Streams vs the engine
     9 reads       bench/bench_reads.py      sidecar reads of 1M positions: latency, loop holds
     10 book       bench/bench_book.py       position update on instance A → whole-book view on B
+    11 mock       bench/bench_mock.py       on librdkafka's mock cluster: one-hop floor, tick →
+                                            action at-least-once vs exactly-once, EOS cost
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ BENCHMARKS: dict[str, str] = {
     "quix": "8",
     "reads": "9",
     "book": "10",
+    "mock": "11",
 }
 TITLES = {
     "1": "assessor calls/s, fixed mix of 10k varied requests",
@@ -74,6 +77,7 @@ TITLES = {
     "8": "peer: the same job in Quix Streams",
     "9": "sidecar reads of a big table",
     "10": "one book across instances: update → another instance's view",
+    "11": "mock cluster: latency without the broker floor, the cost of exactly-once",
 }
 #: Seconds a benchmark may take before it is stopped (full run; a quick run has a third).
 TIMEOUTS = {
@@ -87,6 +91,7 @@ TIMEOUTS = {
     "quix": 600,
     "reads": 400,
     "book": 300,
+    "mock": 360,
 }
 
 
@@ -220,6 +225,13 @@ def _book(quick: bool) -> dict[str, Any]:
     return {"result": r, "rows": bench_book.rows(r), "notes": bench_book.notes(r)}
 
 
+def _mock(quick: bool) -> dict[str, Any]:
+    from bench import bench_mock
+
+    r = bench_mock.run(quick)
+    return {"result": r, "rows": bench_mock.rows(r), "notes": bench_mock.notes(r)}
+
+
 def run_one(name: str, quick: bool) -> dict[str, Any]:
     if name == "assessor":
         return _assessor(quick)
@@ -237,6 +249,8 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
         return _reads(quick)
     if name == "book":
         return _book(quick)
+    if name == "mock":
+        return _mock(quick)
     raise ValueError(name)
 
 
@@ -453,7 +467,7 @@ def _select(names: list[str]) -> list[str]:
             chosen.append(key)
         else:
             raise SystemExit(
-                f"unknown benchmark {n!r}: choose from {', '.join(BENCHMARKS)} (or 1..10)"
+                f"unknown benchmark {n!r}: choose from {', '.join(BENCHMARKS)} (or 1..11)"
             )
     return [k for k in BENCHMARKS if k in chosen]
 

@@ -267,14 +267,28 @@ async def until(cond: Any, what: str, timeout: float = 120, every: float = 0.01)
         await asyncio.sleep(every)
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30) -> list[int]:
+    """The partitions of `topic` as the consumer's metadata knows them; asked for when not
+    known yet (aiokafka's first metadata names no topic on brokers other than Tansu, e.g.
+    librdkafka's mock cluster: `partitions_for_topic` is None until a metadata update)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no partitions known for topic {topic!r}")
+        await consumer._client.force_metadata_update()  # no topics of its own: asks for all
+        await asyncio.sleep(0.05)
+
+
 # ------------------------------------------------------------------ 3: throughput
 async def _partition_ends(bootstrap: str, topic: str) -> dict[int, int]:
     """Current end of each partition, from a fetch's high watermark (right on Tansu)."""
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await c.start()
     try:
-        parts = sorted(c.partitions_for_topic(topic) or ())
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(c, topic)]
         c.assign(tps)
         for tp in tps:
             c.seek(tp, 0)
@@ -292,14 +306,24 @@ async def _partition_ends(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 async def _engine_backlog(
-    bootstrap: str, names: TopicNames, emit: str, n_ticks: int, book: tuple[int, int]
+    bootstrap: str,
+    names: TopicNames,
+    emit: str,
+    n_ticks: int,
+    book: tuple[int, int],
+    *,
+    check: Any = None,
+    **kw: Any,
 ) -> dict[str, Any]:
+    """Engine ticks/s draining a backlog (bench 3). `kw` go to the `ProcessorConfig`;
+    `check(proc, registry)`, if given, is called at the end of the window and its answer
+    returned under "check" (e.g. the processing guarantee in force)."""
     n_pos, n_assets = book
     t0 = wall_ms()
     async with BulkProducer(bootstrap) as bp:
         await bp.produce(names.positions, position_records(n_pos, n_assets, t0 - 60_000))
         await bp.produce(names.market_ticks, initial_ticks(n_assets, t0 - 1_000))
-    cfg = processor_config(bootstrap, names)
+    cfg = processor_config(bootstrap, names, **kw)
     async with running(cfg, EngineConfig(emit=emit)) as (proc, reg):  # type: ignore[arg-type]
         # The settle after the rebuild assesses (and publishes) every position once.
         await until(lambda: published(reg) >= n_pos, "the initial actions")
@@ -335,6 +359,7 @@ async def _engine_backlog(
         elapsed = time.perf_counter() - t_start
         cpu = time.process_time() - cpu0
         profiler.stop()
+        checked = None if check is None else check(proc, reg)
         actions = published(reg) - p0
         assessments = proc.engine.stats.assessments - a0
     return {
@@ -348,6 +373,7 @@ async def _engine_backlog(
         "cpu_s": cpu,
         "produce_ticks_per_s": n_ticks / produce_s,
         "start_offsets": start,
+        "check": checked,
     }
 
 
@@ -556,9 +582,12 @@ async def _pace_and_collect(
     warmup: float,
     extract: Extract,
     skip: int = 0,
+    isolation_level: str = "read_uncommitted",
 ) -> dict[str, Any]:
     """Pace ticks into `tick_topic` (another process) while this one reads `read_topic` from
-    its beginning; latency of each measured record = consumed at - its tick's sent at."""
+    its beginning; latency of each measured record = consumed at - its tick's sent at.
+    `isolation_level="read_committed"`: the probe sees a transactional producer's records
+    only once their transaction commits (what a reader of committed data sees)."""
     import tempfile
 
     consumer = AIOKafkaConsumer(
@@ -567,11 +596,11 @@ async def _pace_and_collect(
         enable_auto_commit=False,
         fetch_max_wait_ms=PROBE_FETCH_WAIT_MS,
         max_poll_records=10_000,
+        isolation_level=isolation_level,
     )
     await consumer.start()
     try:
-        parts = sorted(consumer.partitions_for_topic(read_topic) or ())
-        tps = [TopicPartition(read_topic, p) for p in parts]
+        tps = [TopicPartition(read_topic, p) for p in await partitions_of(consumer, read_topic)]
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, 0)
@@ -644,10 +673,14 @@ def _action_of(r: Any) -> tuple[int, int] | None:
 
 @contextlib.contextmanager
 def _engine_process(
-    bootstrap: str, names: TopicNames, port: int
+    bootstrap: str,
+    names: TopicNames,
+    port: int,
+    extra: Sequence[str] = (),
+    log_path: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`stream-risk run --emit all` as its own process (its output goes to a temp file,
-    shown if it fails); SIGTERM on the way out."""
+    """`stream-risk run --emit all` (and `extra` arguments) as its own process (its output
+    goes to `log_path`, else a temp file, shown if it fails); SIGTERM on the way out."""
     import tempfile
 
     env = {
@@ -671,8 +704,10 @@ def _engine_process(
         f"bench-{uuid.uuid4().hex[:8]}",
         "--emit",
         "all",
+        *extra,
     ]
-    with tempfile.TemporaryFile() as log:
+    opened = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    with opened as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             yield proc
