@@ -149,16 +149,7 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         if missing_core and not cfg.create_topics:
             raise topic_admin.MissingTopicsError(missing_core)
         if missing and cfg.create_topics:
-            names = topic_admin.TopicNames(
-                positions=cfg.positions_topic,
-                market_ticks=cfg.ticks_topic,
-                risk_actions=cfg.actions_topic,
-                risk_dlq=cfg.dlq_topic,
-                risk_config=cfg.config_topic or topic_admin.RISK_CONFIG,
-                risk_alerts=cfg.alerts_topic or topic_admin.RISK_ALERTS,
-                risk_book_partials=cfg.book_partials_topic or topic_admin.RISK_BOOK_PARTIALS,
-                risk_book=cfg.book_topic or topic_admin.RISK_BOOK,
-            )
+            names = topic_names(cfg)
             specs = [s for s in topic_admin.topic_specs(names) if s.name in missing]
             await topic_admin.create_topics(cfg.bootstrap_servers, specs, **kw)
             missing = []
@@ -567,4 +558,19 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         return self.engine.exposure()
 
 
-__all__ = ["ProcessorConfig", "StreamProcessor"]
+def topic_names(cfg: ProcessorConfig) -> topic_admin.TopicNames:
+    """The names of every topic `cfg` uses (the defaults for the optional ones it leaves
+    unset): what `--create-topics` makes."""
+    return topic_admin.TopicNames(
+        positions=cfg.positions_topic,
+        market_ticks=cfg.ticks_topic,
+        risk_actions=cfg.actions_topic,
+        risk_dlq=cfg.dlq_topic,
+        risk_config=cfg.config_topic or topic_admin.RISK_CONFIG,
+        risk_alerts=cfg.alerts_topic or topic_admin.RISK_ALERTS,
+        risk_book_partials=cfg.book_partials_topic or topic_admin.RISK_BOOK_PARTIALS,
+        risk_book=cfg.book_topic or topic_admin.RISK_BOOK,
+    )
+
+
+__all__ = ["ProcessorConfig", "StreamProcessor", "topic_names"]

@@ -15,7 +15,7 @@ from kafka_helpers import mock_host
 
 from stream_risk.engine import EngineConfig
 from stream_risk.kafka import topics as topic_admin
-from stream_risk.kafka.app import ProcessorConfig, StreamProcessor
+from stream_risk.kafka.app import ProcessorConfig, StreamProcessor, topic_names
 
 T_WAIT = 30.0
 
@@ -60,16 +60,7 @@ async def running(
 
 def _specs(cfg: ProcessorConfig) -> list[topic_admin.TopicSpec]:
     """What `--create-topics` makes for `cfg` (its names; 6 partitions, 1 for the rest)."""
-    names = topic_admin.TopicNames(
-        positions=cfg.positions_topic,
-        market_ticks=cfg.ticks_topic,
-        risk_actions=cfg.actions_topic,
-        risk_dlq=cfg.dlq_topic,
-        risk_config=cfg.config_topic or topic_admin.RISK_CONFIG,
-        risk_alerts=cfg.alerts_topic or topic_admin.RISK_ALERTS,
-        risk_book_partials=cfg.book_partials_topic or topic_admin.RISK_BOOK_PARTIALS,
-        risk_book=cfg.book_topic or topic_admin.RISK_BOOK,
-    )
+    names = topic_names(cfg)
     wanted = {*cfg.topics, *cfg.control_topics}
     return [s for s in topic_admin.topic_specs(names) if s.name in wanted]
 
