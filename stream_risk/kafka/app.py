@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -116,9 +115,6 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         self.book: BookStage | None = None
         #: Transactions in force (D19), decided at start.
         self.exactly_once = False
-        #: The stall watch's last beat (monotonic) and the longest stall it saw.
-        self._beat = time.monotonic()
-        self._stalled_for = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -224,8 +220,7 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         self._guard("positions", self._positions)
         self._positions.subscribe([cfg.positions_topic], listener=Rebalance(self))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
-        self._beat = time.monotonic()
-        self._tasks.append(asyncio.create_task(self._stall_watch(), name="stall-watch"))
+
         self.publisher.alerts.start_webhook()
         self._tasks.append(asyncio.create_task(self._alert_loop(), name="alerts"))
 
@@ -302,7 +297,6 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
         t_pos: asyncio.Task[Any] | None = None
         t_cfg: asyncio.Task[Any] | None = None
         stop_wait = asyncio.create_task(self._stopping.wait())
-        self._beat = time.monotonic()
         try:
             while not self._stopping.is_set():
                 if self._pending:
@@ -343,11 +337,6 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
                     timeout=timeout,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                stalled = self._stall_seconds()
-                if stalled:
-                    # Before anything fetched is processed: the positions records of this
-                    # batch are skipped (no partition is live), ticks and config still apply.
-                    await self._rejoin_after_stall(stalled)
                 events: list[Event] = []
                 dead: list[DeadLetter] = []
                 commits: dict[TopicPartition, int] = {}
@@ -421,50 +410,6 @@ class StreamProcessor(RecoveryMixin, HealthMixin, EngineReads):
                     t.cancel()
                     with contextlib.suppress(BaseException):
                         await t
-
-    # ------------------------------------------------------------------ stalls
-    async def _stall_watch(self) -> None:
-        """Notice the event loop standing still (SIGSTOP, a long GC pause, a step that never
-        yields): a beat every 100 ms; one that comes later than the group's session timeout
-        means no heartbeat went out either, so the group has dropped this instance."""
-        session_s = self.cfg.session_timeout_ms / 1000
-        while True:
-            await asyncio.sleep(0.1)
-            now = time.monotonic()
-            if now - self._beat > session_s:
-                self._stalled_for = max(self._stalled_for, now - self._beat)
-            self._beat = now
-
-    def _stall_seconds(self) -> float:
-        """How long the loop stood still, if longer than the session timeout (else 0):
-        whether the watch saw it, or its last beat is that old (the loop runs first)."""
-        now = time.monotonic()
-        stalled = max(self._stalled_for, now - self._beat)
-        if stalled <= self.cfg.session_timeout_ms / 1000:
-            return 0.0
-        self._stalled_for = 0.0
-        self._beat = now
-        return stalled
-
-    async def _rejoin_after_stall(self, stalled_s: float) -> None:
-        """The group has dropped this instance while it stood still: another may own its
-        partitions now. Nothing is published from the state it held (a zombie's window,
-        closed here under either guarantee): the state is dropped, and the consumer leaves
-        and rejoins the group, whose assignment rebuilds what is ours (D19)."""
-        consumer = self._positions
-        async with self._lock:
-            parts = set(self._live) | self._pending | set(self._held)
-            log.warning(
-                "the engine stood still for %.1f s, longer than the group's session (%d ms): "
-                "rejoining the group",
-                stalled_s,
-                self.cfg.session_timeout_ms,
-            )
-            if parts:
-                await self._drop_lost(parts)
-            if consumer is not None:
-                consumer.unsubscribe()
-                consumer.subscribe([self.cfg.positions_topic], listener=Rebalance(self))
 
     async def checkpoint(self) -> bool:
         """Checkpoint now (between steps): every pending record acknowledged, then the
