@@ -180,7 +180,9 @@ async def test_thousand_positions_on_hundred_assets_then_sigterm(
     assert sum(committed) == 1000
 
 
-@pytest.mark.not_on_mock("the mock cluster has transactions: exactly-once runs there")
+@pytest.mark.not_on_mock(
+    "the mock cluster has transactions: an explicit exactly-once runs there (with a warning)"
+)
 def test_exactly_once_on_a_broker_without_transactions_is_a_clear_error(
     kafka_bootstrap: str, kafka_broker: Any
 ) -> None:
@@ -204,7 +206,10 @@ def test_exactly_once_on_a_broker_without_transactions_is_a_clear_error(
     assert "Traceback" not in text
 
 
-@pytest.mark.not_on_mock("the mock cluster has transactions: auto runs exactly-once there")
+@pytest.mark.not_on_mock(
+    "on the mock auto is at-least-once for another reason (transactions that do not fence), "
+    "said by another warning: test_mock_cluster.py tests it"
+)
 async def test_auto_runs_at_least_once_on_tansu_and_says_so(kafka_bootstrap: str) -> None:
     tag = uuid.uuid4().hex[:8]
     port = free_port()
