@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from stream_risk import alerting
 from stream_risk.engine import Engine
 from stream_risk.engine.events import Event
 from stream_risk.kafka.clients import Clients
@@ -126,6 +127,16 @@ class ShellState:
             await self._lose(fenced)
         return True
 
+    def _drop_partition(self, partition: int) -> int:
+        """Forget a positions partition here (it moved away, was lost or fenced): its
+        positions and timers, and its positions' LIQUIDATE alerts, neither cleared nor
+        kept (the next owner adopts them from the actions it reads back). Returns how
+        many positions went."""
+        alerting.forget_liquidations(
+            self.publisher.alerts.tracker, self.engine.table.by_partition.get(partition, ())
+        )
+        return self.engine.drop_partition(partition)
+
     async def _lose(self, partitions: set[int]) -> None:
         """Partitions another instance owns now (exactly-once: our producer was fenced):
         their state and pending records are dropped, never published; the consumer group
@@ -135,7 +146,7 @@ class ShellState:
             self._live.pop(p, None)
             self._pending.discard(p)
             self._held.pop(p, None)
-            self.engine.drop_partition(p)
+            self._drop_partition(p)
             if self.publisher.txns is not None:
                 await self.publisher.txns.release(p)
 

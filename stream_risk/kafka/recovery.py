@@ -197,10 +197,7 @@ class RecoveryMixin(ShellState):
         owned = {tp.partition for tp in assigned}
         kept = {p: off for p, off in self._held.items() if p in owned}
         for p in set(self._held) - owned:
-            alerting.forget_liquidations(
-                self.publisher.alerts.tracker, self.engine.table.by_partition.get(p, ())
-            )
-            dropped = self.engine.drop_partition(p)
+            dropped = self._drop_partition(p)
             log.info("partition %d moved away: dropped %d positions", p, dropped)
         self._held.clear()
         consumer = self._positions
@@ -255,11 +252,7 @@ class RecoveryMixin(ShellState):
                 if off is not None and flushed:
                     self._held[tp.partition] = off
                 elif off is not None:
-                    alerting.forget_liquidations(
-                        self.publisher.alerts.tracker,
-                        self.engine.table.by_partition.get(tp.partition, ()),
-                    )
-                    self.engine.drop_partition(tp.partition)
+                    self._drop_partition(tp.partition)
 
     def _membership_lost(self) -> bool:
         """Whether the group dropped this member before this revocation (its generation
@@ -283,10 +276,6 @@ class RecoveryMixin(ShellState):
             sorted(parts),
         )
         self.metrics.partitions_lost.inc(len(parts))
-        for p in parts:
-            alerting.forget_liquidations(
-                self.publisher.alerts.tracker, self.engine.table.by_partition.get(p, ())
-            )
         await self._lose(parts)
 
     async def _rebuild(self) -> None:
@@ -351,7 +340,7 @@ class RecoveryMixin(ShellState):
             for tp in pos_tps:
                 p = tp.partition
                 if p not in self._pending:  # revoked meanwhile
-                    self.engine.drop_partition(p)
+                    self._drop_partition(p)
                     continue
                 # The LIQUIDATE alerts the previous owner fired stay fired: not again here.
                 alerting.adopt_liquidations(
