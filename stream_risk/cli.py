@@ -106,6 +106,9 @@ def load_settings(args: argparse.Namespace, **flags: Any) -> Settings:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from stream_risk.console.logs import quiet_kafka_logs  # D20: quieter logs
+
+    quiet_kafka_logs(logging.getLogger().getEffectiveLevel())
     _keep_secrets_out_of_logs(settings)
     return settings
 
@@ -132,7 +135,10 @@ def _keep_secrets_out_of_logs(settings: Settings) -> None:
     carries the password) included: its connection logger stays at INFO, and the password
     (as text and as it shows in a bytes repr) is redacted from whatever reaches the log."""
     root = logging.getLogger()
-    logging.getLogger("aiokafka.conn").setLevel(max(logging.INFO, root.getEffectiveLevel()))
+    aiokafka_level = logging.getLogger("aiokafka").getEffectiveLevel()
+    logging.getLogger("aiokafka.conn").setLevel(
+        max(logging.INFO, root.getEffectiveLevel(), aiokafka_level)
+    )
     try:
         password = settings.sasl_password_value()
     except ConfigError:
@@ -349,6 +355,26 @@ register(
     "no set-up: an embedded broker, a simulated market and book, the engine, a live view",
     _lazy("stream_risk.demo.cli", "add_arguments"),
     _lazy("stream_risk.demo.cli", "handler", "demo"),
+)
+
+# Issue 16 part 1 (docs/design.md D20): a local broker, and the topics by hand.
+register(
+    "broker",
+    "a local Kafka-compatible broker (embedded Tansu, in memory) with the engine's topics",
+    _lazy("stream_risk.console.broker", "add_arguments"),
+    _lazy("stream_risk.console.broker", "handler", "demo"),
+)
+register(
+    "publish",
+    "validated JSON/JSONL records onto positions, market-ticks or risk-config",
+    _lazy("stream_risk.console.publish", "add_arguments"),
+    _lazy("stream_risk.console.publish", "handler"),
+)
+register(
+    "tail",
+    "risk-actions, risk-alerts or risk-dlq as readable lines (what a hedging bot sees)",
+    _lazy("stream_risk.console.tail", "add_arguments"),
+    _lazy("stream_risk.console.tail", "handler"),
 )
 
 
