@@ -1,6 +1,11 @@
 """Alerts, the shell's side (DESIGN §10, docs/design.md D9): what the pure rules of
 `stream_risk.alerting` return is published to `risk-alerts` (acks=all, from a task, never
 awaited by the loop) and handed to the webhook (`stream_risk.webhook`), counted and logged.
+
+Logged in aggregate (`AlertLog`, docs/design.md D20): the first alert of each kind at once,
+then at most one line per interval with the counts per kind and state: under load
+(`make bench`, a market crash) thousands of positions alert at once, and one WARNING each
+drowned the log. Every alert is on `risk-alerts` (and the webhook) in full.
 """
 
 from __future__ import annotations
@@ -8,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 import orjson
@@ -22,6 +27,70 @@ from stream_risk.metrics import Metrics
 from stream_risk.webhook import WebhookSender
 
 log = logging.getLogger("stream_risk.engine")
+
+#: Seconds between two summary lines of the alerts logged in aggregate.
+ALERT_LOG_INTERVAL_S = 10.0
+
+
+class AlertLog:
+    """Alerts in the log, in aggregate: the first alert of each kind is logged at once
+    with its detail; the later ones are counted per (kind, state) and logged as one line at
+    most every `interval_s` seconds, when `add` or `flush` is called after the interval.
+    `clock`: seconds, monotonic (a fake one in tests)."""
+
+    def __init__(
+        self,
+        logger: logging.Logger = log,
+        interval_s: float = ALERT_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.clock = clock
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.kinds_seen: set[str] = set()
+        #: When the last summary was logged, and when its window's first alert came.
+        self.last_summary = clock()
+        self.window_start: float | None = None
+
+    def add(self, alert: alerting.Alert) -> None:
+        kind, state = str(alert["kind"]), str(alert["state"])
+        if kind not in self.kinds_seen:
+            self.kinds_seen.add(kind)
+            self.logger.warning(
+                "alert %s %s: %s (further %s alerts: counted here every %g s, each in "
+                "full on risk-alerts)",
+                alert["key"],
+                state,
+                alert["details"],
+                kind,
+                self.interval_s,
+            )
+            return
+        if self.window_start is None:
+            self.window_start = self.clock()
+        self.counts[(kind, state)] += 1
+        self.flush()
+
+    def flush(self, force: bool = False) -> str | None:
+        """Log the counts if there are any and the interval has passed (or `force`).
+        Returns the line logged, if any."""
+        now = self.clock()
+        if not self.counts or (not force and now - self.last_summary < self.interval_s):
+            return None
+        start = self.window_start if self.window_start is not None else now
+        parts = [
+            f"{n} {kind} {state}"
+            for (kind, state), n in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+        line = (
+            f"alerts in the last {max(now - start, 0.0):.0f} s: {', '.join(parts)}; "
+            "each in full on risk-alerts"
+        )
+        self.logger.warning("%s", line)
+        self.counts.clear()
+        self.last_summary, self.window_start = now, None
+        return line
 
 
 class AlertSender:
@@ -47,6 +116,7 @@ class AlertSender:
         #: The book stage owns the limit and stale-market alerts (D17): the owner of each
         #: asset (and of the book) fires them once across the instances, not this check.
         self.book_owned = False
+        self.log = AlertLog()
 
     def dead_lettered(self, n: int) -> None:
         t = time.monotonic()
@@ -65,6 +135,7 @@ class AlertSender:
             self.webhook.start()
 
     async def stop_webhook(self) -> None:
+        self.log.flush(force=True)  # the counts of the last, partial interval
         if self.webhook is not None:
             await self.webhook.stop()
             self.webhook = None
@@ -77,7 +148,7 @@ class AlertSender:
         for a in alerts:
             m.alerts.labels(kind=a["kind"], state=a["state"]).inc()
             self.recent.append(a)
-            log.warning("alert %s %s: %s", a["key"], a["state"], a["details"])
+            self.log.add(a)
             if self.webhook is not None:
                 self.webhook.submit(a)
             if publish and producer is not None and self.topic is not None:
@@ -119,6 +190,7 @@ class AlertSender:
         )
         if out:
             self.emit(out)
+        self.log.flush()  # counts waiting for their interval to pass, when no alert comes
         return out
 
 
