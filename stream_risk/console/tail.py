@@ -322,6 +322,15 @@ async def _tail(
         else:
             await consumer.seek_to_beginning(*tps)
         ends: dict[Any, int] = {} if follow else await consumer.end_offsets(tps)
+        if follow:
+            for tp in tps:  # resolve the seeks now: "following" means from here on
+                await consumer.position(tp)
+            start = "now" if at_end else "the beginning"
+            print(
+                f"stream-risk tail: following {topic} on {where} from {start} (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
         while True:
             if not follow and await _caught_up(consumer, ends):
                 return EXIT_OK
