@@ -45,6 +45,12 @@ def handler(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if not 0 < args.port < 65536:
         raise CliError(f"--port {args.port}: a port is 1..65535")
+    if args.host in ("0.0.0.0", "::", ""):
+        raise CliError(
+            f"--host {args.host!r}: the broker advertises the address it listens on, and "
+            "clients cannot connect to a wildcard; give an address they reach (127.0.0.1, "
+            "or this machine's IP or name)"
+        )
     if args.partitions < 1:
         raise CliError(f"--partitions {args.partitions}: at least 1")
     _check_port_free(args.host, args.port)

@@ -333,6 +333,12 @@ def test_broker_prints_address_creates_topics_stops_on_ctrl_c() -> None:
     assert "Traceback" not in err
 
 
+def test_broker_refuses_a_wildcard_host() -> None:
+    got = cli("broker", "--host", "0.0.0.0", env=_env())
+    assert got.returncode == 2
+    assert "clients cannot connect to a wildcard" in got.stderr and "127.0.0.1" in got.stderr
+
+
 # ---------------------------------------------------------------------- the newcomer's flow
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
