@@ -329,7 +329,7 @@ def handler(args: argparse.Namespace) -> int:
             print(b, file=sys.stderr)
         more = len(bad) - MAX_REPORTED
         if more > 0:
-            print(f"... and {more} more", file=sys.stderr)
+            print(f"... and {more} more error(s)", file=sys.stderr)
         n_bad = len({b.where for b in bad})
         print(
             f"stream-risk publish: {n_bad} bad record(s) of {total}: nothing published to "
