@@ -7,6 +7,7 @@ window.addEventListener("load", function () {
     deepLinking: true,
     tryItOutEnabled: true,
     displayRequestDuration: true,
+    validatorUrl: null, // no badge fetched from another host
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
   });
