@@ -34,12 +34,14 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from stream_risk import __version__
 from stream_risk.api import InvalidInput, assess_body, parse_request
+from stream_risk.engine import Engine, Lineage, PositionEvent, TickEvent
 from stream_risk.engine.views import MAX_LIMIT
 from stream_risk.metrics import Metrics
-from stream_risk.models import AssessRequest, AssessResponse
+from stream_risk.models import AssessRequest, AssessResponse, MarketTick, PositionMessage
 from stream_risk.rules import ACTIONS
 from stream_risk.sidecar import responses as r
 from stream_risk.sidecar.errors import JSON, too_large
+from stream_risk.sidecar.exposure import exposure_from_view
 
 OPENAPI_VERSION: Final = "3.1.0"
 REF_TEMPLATE: Final = "#/components/schemas/{model}"
@@ -112,8 +114,37 @@ def _content(ref: str | None, example: Any = None, examples: Any = None) -> dict
     return {JSON: media}
 
 
+def _json(obj: Any) -> Any:
+    """`obj` as it travels (JSON types only)."""
+    return orjson.loads(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS))
+
+
+def _worked_engine() -> Engine:
+    """An engine holding the worked case: position `p-btc-1` and a tick of its market."""
+    p, m = WORKED_EXAMPLE["position"], WORKED_EXAMPLE["market"]
+    tick = MarketTick(asset=p["asset"], ts=EXAMPLE_TS_MS, **{k: float(v) for k, v in m.items()})
+    msg = PositionMessage(
+        position_id="p-btc-1",
+        asset=p["asset"],
+        size=float(p["size"]),
+        entry_price=float(p["entry_price"]),
+        ts=EXAMPLE_TS_MS,
+        age_minutes=float(p["age_minutes"]),
+    )
+    engine = Engine()
+    engine.step(
+        [
+            TickEvent(tick, Lineage("market-ticks", 0, 41, EXAMPLE_TS_MS)),
+            PositionEvent("p-btc-1", msg, 0, Lineage("positions", 0, 7, EXAMPLE_TS_MS)),
+        ],
+        EXAMPLE_TS_MS,
+    )
+    return engine
+
+
 def _examples(max_body_bytes: int) -> dict[str, Any]:
-    """The worked case assessed by the core, and real error bodies."""
+    """The worked case assessed by the core (alone, and as an engine holds it), and real
+    error bodies."""
     _, ok = assess_body(orjson.dumps(WORKED_EXAMPLE), EXAMPLE_TS_MS)
     try:
         parse_request(orjson.dumps(INVALID_EXAMPLE))
@@ -121,10 +152,29 @@ def _examples(max_body_bytes: int) -> dict[str, Any]:
         invalid = exc.body()
     else:  # pragma: no cover - the example is invalid by construction
         raise AssertionError("INVALID_EXAMPLE validated")
+    engine = _worked_engine()
+    row = engine.position("p-btc-1")
+    view = engine.book_exposure()
+    page = {
+        "positions": [row],
+        "mode": "engine",
+        "count": 1,
+        "next_cursor": None,
+        "partial": False,
+        "scanned": 1,
+        "limit": 100,
+        "filter": {"asset": "btc", "action": None, "min_score": None, "max_score": None},
+        "total": 1,
+        "exposure": exposure_from_view(view),
+    }
     return {
-        "assess_ok": orjson.loads(orjson.dumps(ok)),
+        "assess_ok": _json(ok),
         "assess_invalid": invalid,
         "too_large": too_large(max_body_bytes),
+        "row": _json(row),
+        "page": _json(page),
+        "exposure": _json({"mode": "engine", **view, "scope": "instance"}),
+        "config": _json({"mode": "engine", **engine.config_view()}),
     }
 
 
@@ -229,7 +279,7 @@ def _operations(refs: Mapping[str, str], ex: Mapping[str, Any]) -> dict[tuple[st
             "with a cursor to go on from. `exposure`: the assets of the page.",
             "params": _POSITIONS_PARAMS,
             "responses": {
-                200: ("A page.", "PositionsPage", None),
+                200: ("A page (`?asset=btc`).", "PositionsPage", ex["page"]),
                 422: ("Bad query parameters, each named.", invalid, None),
             },
         },
@@ -237,20 +287,21 @@ def _operations(refs: Mapping[str, str], ex: Mapping[str, Any]) -> dict[tuple[st
             "tag": "book",
             "summary": "One position and its latest action",
             "params": [_p("position_id", "The position's id (its positions key).", "p-btc-1")],
+            "description": "The example: the worked BTC case as the engine holds it.",
             "responses": {
-                200: ("The position.", "PositionRow", None),
+                200: ("The position.", "PositionRow", ex["row"]),
                 404: ("Not in this instance's table, and why.", err, None),
             },
         },
         ("GET", "/config"): {
             "tag": "config",
             "summary": "The risk config in force per scope, and its history",
-            "responses": {200: ("The config.", "ConfigView", None)},
+            "responses": {200: ("The config.", "ConfigView", ex["config"])},
         },
         ("GET", "/exposure"): {
             "tag": "book",
             "summary": "Net exposure per asset and of the book; limits and breaches",
-            "responses": {200: ("The exposure.", "ExposureView", None)},
+            "responses": {200: ("The exposure.", "ExposureView", ex["exposure"])},
         },
         ("GET", "/book"): {
             "tag": "book",

@@ -231,6 +231,43 @@ async def test_the_assess_example_is_the_worked_btc_case_and_the_real_answer(
     check(doc, bad, "POST", "/assess", 422)
 
 
+async def test_every_example_fits_its_schema(client: TestClient[Any, Any]) -> None:
+    doc = await document(client)
+    seen = []
+    for (method, path), op in operations(doc).items():
+        media = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+        if "example" in media:
+            schema = {**media["schema"], "components": doc["components"]}
+            jsonschema.validate(media["example"], schema, cls=jsonschema.Draft202012Validator)
+            seen.append((method, path, "body"))
+        for status, answer in op["responses"].items():
+            media = answer.get("content", {}).get("application/json", {})
+            if "example" in media:
+                check(doc, media["example"], method, path, int(status))
+                seen.append((method, path, status))
+    assert {
+        ("POST", "/assess", "body"),
+        ("POST", "/assess", "200"),
+        ("POST", "/assess", "413"),
+        ("POST", "/assess", "422"),
+        ("GET", "/positions", "200"),
+        ("GET", "/positions/{position_id}", "200"),
+        ("GET", "/exposure", "200"),
+        ("GET", "/config", "200"),
+    } <= set(seen)
+    # The engine's examples hold the worked case: its action is the one /assess gives.
+    ops = operations(doc)
+    row = ops[("GET", "/positions/{position_id}")]["responses"]["200"]["content"]
+    action = row["application/json"]["example"]["latest_action"]
+    assert (action["action"], action["risk_score"]) == ("HEDGE_PARTIAL", pytest.approx(48.82))
+    exposure = ops[("GET", "/exposure")]["responses"]["200"]["content"]["application/json"]
+    # 10 BTC at 44,000: 440,000 of net notional; a 5 % fall costs 22,000, half hedged 11,000.
+    btc = exposure["example"]["assets"]["BTC"]
+    assert btc["net_notional_usd"] == pytest.approx(440_000.0)
+    assert btc["pnl_down_5pct"] == pytest.approx(-22_000.0)
+    assert btc["hedged_pnl_down_5pct"] == pytest.approx(-11_000.0)
+
+
 # ---------------------------------------------------------------------- real answers
 def tick(asset: str, price: float, vol: float) -> TickEvent:
     msg = MarketTick(asset=asset, ts=T0, current_price=price, volatility_1d=vol,
