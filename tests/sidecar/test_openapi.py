@@ -9,7 +9,11 @@ real headless chromium renders every operation from it."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from typing import Any
@@ -526,3 +530,30 @@ async def test_a_real_browser_renders_every_operation() -> None:
             assert result == "HEDGE_PARTIAL 48.82"
     finally:
         await runner.cleanup()
+
+
+def test_stream_risk_serve_serves_the_document_and_the_page() -> None:
+    """The command, as a process: `stream-risk serve --port 0` (any free port)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_RISK_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_risk.cli", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()  # "stream-risk sidecar (stateless) on URL ..."
+        found = re.search(r"(http://\S+)", line)
+        assert found, (line, proc.stderr.read().decode() if proc.poll() is not None else "")
+        base = found.group(1)
+        with urllib.request.urlopen(base + "/openapi.json", timeout=10) as resp:
+            doc = orjson.loads(resp.read())
+        assert doc["openapi"].startswith("3.1.")
+        assert set(operations(doc)) == EXPECTED_ROUTES
+        with urllib.request.urlopen(base + "/docs", timeout=10) as resp:
+            assert resp.headers.get_content_type() == "text/html"
+            assert b"docs/static/swagger-ui-bundle.js" in resp.read()
+    finally:
+        proc.terminate()
+        proc.wait(10)
