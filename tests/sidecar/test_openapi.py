@@ -542,7 +542,7 @@ def test_stream_risk_serve_serves_the_document_and_the_page() -> None:
         env=env,
     )
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline().decode()  # "stream-risk sidecar (stateless) on URL ..."
         found = re.search(r"(http://\S+)", line)
         assert found, (line, proc.stderr.read().decode() if proc.poll() is not None else "")
