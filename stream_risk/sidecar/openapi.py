@@ -226,7 +226,7 @@ _OTHER_MEDIA: Final[Mapping[tuple[str, str], tuple[str, str]]] = {
 _OPEN: Final[list[dict[str, list[str]]]] = []  # no auth, whatever the sidecar's setting
 
 
-def _operations(refs: Mapping[str, str], ex: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+def _operations(ex: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
     """What each route is: summary, parameters, body, answers (status -> (description,
     model name or None, example))."""
     err = "ErrorOut"
@@ -388,7 +388,7 @@ def openapi_document(
     """The OpenAPI 3.1 document of these (method, path) routes."""
     refs, schemas = _schemas()
     refs = {**refs, "BookRecord": REF_TEMPLATE.format(model="BookRecord")}
-    specs = _operations(refs, _examples(max_body_bytes))
+    specs = _operations(_examples(max_body_bytes))
     paths: dict[str, dict[str, Any]] = {}
     for method, path in sorted(set(routes), key=lambda mp: (mp[1], mp[0])):
         paths.setdefault(path, {})[method.lower()] = _operation(
@@ -405,7 +405,6 @@ def openapi_document(
             "token when the operator set one (`Authorization: Bearer <token>`); `/healthz` "
             "and `/readyz` are always open.",
         },
-        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "tags": [
             {"name": "assess", "description": "The reference REST API's operation."},
             {"name": "book", "description": "What the engine holds and advises."},

@@ -520,14 +520,21 @@ async def test_a_real_browser_renders_every_operation() -> None:
                 ".map(e => e.getAttribute('data-path')).sort().join(' ')"
             )
             assert "/assess" in paths.split() and "/positions/{position_id}" in paths.split()
-            # Try it out: POST /assess with the example body from the page, for real.
-            result = await browser.evaluate(
-                "fetch('assess', {method: 'POST', body: JSON.stringify("
-                "window.ui.specSelectors.specJson().toJS().paths['/assess'].post"
-                ".requestBody.content['application/json'].example)})"
-                ".then(r => r.json()).then(j => j.action + ' ' + j.risk_score)"
+            assert not await browser.evaluate("document.body.innerText.includes('Warning')")
+            # Try it out: open POST /assess (its editor holds the example) and Execute.
+            op = "document.querySelector('#operations-assess-post_assess {}')"
+            await browser.evaluate(op.format(".opblock-summary-control") + ".click()")
+            await browser.wait_for("!!" + op.format("button.execute"))
+            await browser.evaluate(op.format("button.execute") + ".click()")
+            answer = op.format(".live-responses-table tbody .response-col_status")
+            status = await browser.wait_for(f"({answer} || {{}}).innerText")
+            assert status.strip() == "200"
+            body = await browser.evaluate(
+                op.format(".live-responses-table tbody .response-col_description pre")
+                + ".innerText"
             )
-            assert result == "HEDGE_PARTIAL 48.82"
+            out = orjson.loads(body)
+            assert (out["action"], out["risk_score"]) == ("HEDGE_PARTIAL", 48.82)
     finally:
         await runner.cleanup()
 
