@@ -1,7 +1,8 @@
 """The aiohttp sidecar (DESIGN §5): `/assess`, `/healthz`, `/readyz`, `/metrics`, `/positions`,
 `/positions/{id}`, `/config`, `/exposure`, `/book`, `/book/{asset}` (the whole book's
 `risk-book` records, docs/design.md D17), and the dashboard (`/`, `/static/...`, `/events`:
-`stream_risk.sidecar.dashboard`).
+`stream_risk.sidecar.dashboard`); `/openapi.json` and `/docs`, this API documented
+(`stream_risk.sidecar.openapi`, D21).
 
     create_app(state=None, registry=None, *, metrics=None, max_body_bytes=65536)
 
