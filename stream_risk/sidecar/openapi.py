@@ -37,7 +37,13 @@ from stream_risk.api import InvalidInput, assess_body, parse_request
 from stream_risk.engine import Engine, Lineage, PositionEvent, TickEvent
 from stream_risk.engine.views import MAX_LIMIT
 from stream_risk.metrics import Metrics
-from stream_risk.models import AssessRequest, AssessResponse, MarketTick, PositionMessage
+from stream_risk.models import (
+    AssessRequest,
+    AssessResponse,
+    BookRecord,
+    MarketTick,
+    PositionMessage,
+)
 from stream_risk.rules import ACTIONS
 from stream_risk.sidecar import responses as r
 from stream_risk.sidecar.errors import JSON, too_large
@@ -93,6 +99,7 @@ _RESPONSE_MODELS: Final[tuple[type[BaseModel], ...]] = (
     r.ConfigView,
     r.ExposureView,
     r.BookView,
+    BookRecord,
 )
 
 
@@ -105,12 +112,10 @@ def _schemas() -> tuple[dict[str, str], dict[str, Any]]:
     return names, dict(top.get("$defs", {}))
 
 
-def _content(ref: str | None, example: Any = None, examples: Any = None) -> dict[str, Any]:
+def _content(ref: str | None, example: Any = None) -> dict[str, Any]:
     media: dict[str, Any] = {"schema": {"$ref": ref} if ref else {}}
     if example is not None:
         media["example"] = example
-    if examples is not None:
-        media["examples"] = examples
     return {JSON: media}
 
 
@@ -378,7 +383,7 @@ def _operation(
         answers["200"] = {"description": text, "content": {media: {"schema": {}}}}
     for status, (text, model, example) in spec.get("responses_extra", {}).items():
         answers[str(status)] = {"description": text, "content": _content(refs[model], example)}
-    op["responses"] = answers
+    op["responses"] = answers or {"200": {"description": "OK"}}
     return op
 
 
@@ -387,7 +392,6 @@ def openapi_document(
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of these (method, path) routes."""
     refs, schemas = _schemas()
-    refs = {**refs, "BookRecord": REF_TEMPLATE.format(model="BookRecord")}
     specs = _operations(_examples(max_body_bytes))
     paths: dict[str, dict[str, Any]] = {}
     for method, path in sorted(set(routes), key=lambda mp: (mp[1], mp[0])):
