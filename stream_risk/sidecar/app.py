@@ -1,7 +1,8 @@
 """The aiohttp sidecar (DESIGN §5): `/assess`, `/healthz`, `/readyz`, `/metrics`, `/positions`,
 `/positions/{id}`, `/config`, `/exposure`, `/book`, `/book/{asset}` (the whole book's
 `risk-book` records, docs/design.md D17), and the dashboard (`/`, `/static/...`, `/events`:
-`stream_risk.sidecar.dashboard`).
+`stream_risk.sidecar.dashboard`); `/openapi.json` and `/docs`, this API documented
+(`stream_risk.sidecar.openapi`, D21).
 
     create_app(state=None, registry=None, *, metrics=None, max_body_bytes=65536)
 
@@ -44,6 +45,7 @@ from stream_risk.sidecar.errors import (
     too_large,
 )
 from stream_risk.sidecar.exposure import book_exposure, exposure_of
+from stream_risk.sidecar.openapi import add_openapi
 from stream_risk.sidecar.positions import positions_handler
 from stream_risk.state import SidecarState, StatelessState
 
@@ -67,6 +69,8 @@ ENDPOINTS: Final = (
     "GET /exposure",
     "GET /book",
     "GET /book/{asset}",
+    "GET /openapi.json (this API, OpenAPI 3.1)",
+    "GET /docs (interactive API docs)",
 )
 
 #: What `/book` answers when the book stage is off (docs/design.md D17, operations.md).
@@ -259,5 +263,6 @@ def create_app(
             app.router.add_route(method, path, handler)
         app.router.add_route("*", path, method_not_allowed(m, path, method))
     add_dashboard(app, state, m)  # `/`, `/static/{name}`, `/events`: before the catch-all
+    add_openapi(app, m, max_body_bytes=limit)  # `/openapi.json`, `/docs`, `/docs/static/...`
     app.router.add_route("*", "/{tail:.*}", not_found(m, ENDPOINTS))
     return app
