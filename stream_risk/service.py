@@ -25,6 +25,7 @@ from stream_risk.kafka.topics import MissingTopicsError
 from stream_risk.metrics import Metrics
 from stream_risk.settings import Settings
 from stream_risk.sidecar import create_app
+from stream_risk.sidecar.auth import HttpAuth
 
 log = logging.getLogger("stream_risk.run")
 
@@ -73,10 +74,13 @@ async def run_service(
 ) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the exit code."""
     stop = stop or asyncio.Event()
+    # The sidecar's token first: a bad token file ends the start here (ConfigError, exit 2).
+    auth = HttpAuth.of(settings.http_token_value(), metrics_auth=settings.http_metrics_auth)
     registry = CollectorRegistry()
     metrics = Metrics.for_registry(registry)
     proc = StreamProcessor(processor_config(settings), engine_config(settings), metrics)
-    runner = web.AppRunner(create_app(proc, registry), access_log=None, handle_signals=False)
+    app = create_app(proc, registry, auth=auth)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -90,7 +94,7 @@ async def run_service(
         urls = [f"http://{a[0]}:{a[1]}" for a in runner.addresses if isinstance(a, tuple)]
         if on_listening is not None:
             on_listening(urls)
-        log.info("sidecar on %s", ", ".join(urls))
+        log.info("sidecar on %s (%s)", ", ".join(urls), describe_auth(auth))
         started = await _start_with_retry(proc, stop)
         if not started:
             return 0
@@ -107,6 +111,14 @@ async def run_service(
         await runner.cleanup()
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def describe_auth(auth: HttpAuth | None) -> str:
+    """One phrase for the start-up log: whether, and over what, the sidecar wants a token."""
+    if auth is None:
+        return "no auth: set STREAM_RISK_HTTP_TOKEN or --http-token-file to require a token"
+    metrics = "/metrics too" if auth.metrics_auth else "/metrics open"
+    return f"bearer-token auth on: all but /healthz and /readyz, {metrics}"
 
 
 async def _start_with_retry(proc: StreamProcessor, stop: asyncio.Event) -> bool:
