@@ -6,6 +6,7 @@ The settings' token sources, and `stream-risk serve` / `run` as a user starts th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import io
@@ -26,10 +27,12 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from kafka_helpers import Rec, produce
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from stream_risk.cli import _keep_secrets_out_of_logs, main
+from stream_risk.kafka.embedded import free_port as free_local_port
 from stream_risk.settings import ConfigError, Settings
 from stream_risk.sidecar import SidecarState, create_app
 from stream_risk.sidecar.auth import COOKIE, HttpAuth, add_auth
@@ -508,3 +511,87 @@ def test_serve_with_a_token_file(serving: tuple[subprocess.Popen[bytes], str]) -
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert TOKEN.encode() not in out + err
+
+
+async def test_run_against_a_broker_with_a_token(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """`stream-risk run --http-token-file` as a user starts it, on the session's broker: the
+    book is read with the token only, health stays open, and the token is in none of its
+    output, DEBUG logs included."""
+    import aiohttp
+
+    tag = os.urandom(4).hex()
+    f = tmp_path / "token"
+    f.write_text(TOKEN + "\n")
+    port = free_local_port("127.0.0.1")
+    log = tmp_path / "engine.log"
+    log_file = log.open("wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_RISK_")}
+    for topic in ("POSITIONS", "MARKET_TICKS", "ACTIONS", "DLQ", "CONFIG", "ALERTS"):
+        env[f"STREAM_RISK_TOPIC_{topic}"] = f"{topic.lower()}-{tag}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stream_risk",
+            "run",
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--http-port",
+            str(port),
+            "--group-id",
+            f"g-{tag}",
+            "--create-topics",
+            "--http-token-file",
+            str(f),
+            "--log-level",
+            "DEBUG",
+        ],
+        env=env,
+        stdout=log_file,  # a file, not a pipe: DEBUG fills a pipe and blocks the engine
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            deadline = time.monotonic() + 40
+            while True:  # /readyz answers without the token
+                assert proc.poll() is None, log.read_text()[-3000:]
+                try:
+                    async with s.get(base + "/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, "the engine was not ready in 40 s"
+                await asyncio.sleep(0.1)
+            value = {"asset": "BTC", "size": 2.0, "entry_price": 40000.0, "age_minutes": 5}
+            value["ts"] = time.time_ns() // 1_000_000
+            await produce(
+                kafka_bootstrap, f"positions-{tag}", [Rec(b"p-auth", orjson.dumps(value))]
+            )
+            async with s.get(base + "/positions/p-auth") as r:
+                assert r.status == 401 and await r.json() == UNAUTHORIZED
+            while True:
+                async with s.get(base + "/positions/p-auth", headers=bearer()) as r:
+                    if r.status == 200:
+                        assert (await r.json())["asset"] == "BTC"
+                        break
+                    assert r.status == 404  # not consumed yet
+                assert time.monotonic() < deadline + 20, "the position never showed"
+                await asyncio.sleep(0.1)
+            async with s.get(base + "/exposure", headers=bearer(WRONG)) as r:
+                assert r.status == 401
+            async with s.get(base + "/metrics") as r:
+                assert r.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert "bearer-token auth on" in text
+    assert TOKEN not in text
