@@ -201,9 +201,10 @@ async def _serve_async(
     from aiohttp import web
 
     from stream_risk.sidecar import StatelessState, create_app
-    from stream_risk.sidecar.auth import HttpAuth
+    from stream_risk.sidecar.auth import HttpAuth, describe_auth
 
     auth = HttpAuth.of(token, metrics_auth=metrics_auth)
+    print(f"stream-risk serve: {describe_auth(auth)}", file=sys.stderr, flush=True)
     app = create_app(StatelessState(), auth=auth)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

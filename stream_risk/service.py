@@ -25,7 +25,7 @@ from stream_risk.kafka.topics import MissingTopicsError
 from stream_risk.metrics import Metrics
 from stream_risk.settings import Settings
 from stream_risk.sidecar import create_app
-from stream_risk.sidecar.auth import HttpAuth
+from stream_risk.sidecar.auth import HttpAuth, describe_auth
 
 log = logging.getLogger("stream_risk.run")
 
@@ -111,14 +111,6 @@ async def run_service(
         await runner.cleanup()
         for sig in installed:
             loop.remove_signal_handler(sig)
-
-
-def describe_auth(auth: HttpAuth | None) -> str:
-    """One phrase for the start-up log: whether, and over what, the sidecar wants a token."""
-    if auth is None:
-        return "no auth: set STREAM_RISK_HTTP_TOKEN or --http-token-file to require a token"
-    metrics = "/metrics too" if auth.metrics_auth else "/metrics open"
-    return f"bearer-token auth on: all but /healthz and /readyz, {metrics}"
 
 
 async def _start_with_retry(proc: StreamProcessor, stop: asyncio.Event) -> bool:

@@ -112,6 +112,14 @@ class HttpAuth:
         return self._session.decode()
 
 
+def describe_auth(auth: HttpAuth | None) -> str:
+    """One phrase for the start-up log: whether, and over what, the sidecar wants a token."""
+    if auth is None:
+        return "no auth: set STREAM_RISK_HTTP_TOKEN or --http-token-file to require a token"
+    metrics = "/metrics too" if auth.metrics_auth else "/metrics open"
+    return f"bearer-token auth on: all but /healthz and /readyz, {metrics}"
+
+
 def session_value(token: str) -> str:
     """`HMAC-SHA256(token, SESSION_LABEL)` in hex: what the login cookie carries."""
     return hmac.new(token.encode(), SESSION_LABEL, hashlib.sha256).hexdigest()
@@ -257,5 +265,6 @@ __all__ = [
     "UNAUTHORIZED_BODY",
     "HttpAuth",
     "add_auth",
+    "describe_auth",
     "session_value",
 ]

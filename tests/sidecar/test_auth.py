@@ -510,6 +510,7 @@ def test_serve_with_a_token_file(serving: tuple[subprocess.Popen[bytes], str]) -
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0
+    assert b"bearer-token auth on: all but /healthz and /readyz, /metrics open" in err
     assert TOKEN.encode() not in out + err
 
 
