@@ -364,6 +364,12 @@ def test_token_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "token"
     f.write_text(TOKEN + "\n")
     assert Settings.load(http_token_file=f).http_token_value() == TOKEN
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'http_token_file = "{f}"\n')  # the file's path may be in the config file
+    assert Settings.load(config_file=cfg).http_token_value() == TOKEN
+    monkeypatch.setenv("STREAM_RISK_HTTP_TOKEN_FILE", str(f))
+    assert Settings.load().http_token_value() == TOKEN
+    monkeypatch.delenv("STREAM_RISK_HTTP_TOKEN_FILE")
     monkeypatch.setenv("STREAM_RISK_HTTP_TOKEN", "")  # compose's `${VAR:-}`: still off
     assert Settings.load().http_token_value() is None
     monkeypatch.setenv("STREAM_RISK_HTTP_TOKEN", TOKEN)
