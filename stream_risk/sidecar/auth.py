@@ -30,6 +30,7 @@ from typing import Final
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from stream_risk.metrics import Metrics
 from stream_risk.sidecar.errors import JSON, Handler
@@ -181,9 +182,10 @@ def add_auth(app: web.Application, auth: HttpAuth, metrics: Metrics | None = Non
             return await handler(request)
         t0 = time.perf_counter()
         if route == PAGE_ROUTE and request.method in ("GET", "HEAD"):
-            message = "" if verdict is None else "Your session has ended: log in again."
+            stale = verdict is False and request.cookies.get(COOKIE) is not None
+            message = "Your session has ended (the token changed): log in again." if stale else ""
             resp = login_page(401, message, presented=verdict is False)
-            if verdict is False and request.cookies.get(COOKIE) is not None:
+            if stale:
                 resp.del_cookie(COOKIE, path="/")
         else:
             resp = unauthorized(presented=verdict is False)
@@ -196,7 +198,10 @@ def add_auth(app: web.Application, auth: HttpAuth, metrics: Metrics | None = Non
         return login_page(200)
 
     async def login(request: web.Request) -> web.Response:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, HttpProcessingError):  # not a form (a broken multipart, say)
+            return login_page(400, "Send the form: a token field.")
         token = form.get("token")
         if not isinstance(token, str) or not auth.token_matches(token.strip()):
             # Never echoed: the field comes back empty.

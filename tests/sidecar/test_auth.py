@@ -270,6 +270,17 @@ async def test_a_wrong_login_is_refused_without_echoing_it(
     assert "Set-Cookie" not in r.headers
 
 
+async def test_a_login_body_that_is_not_a_form_is_a_400(on: Client) -> None:
+    r = await on.post(
+        "/login",
+        data=b"--x\r\nbroken",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        allow_redirects=False,
+    )
+    assert r.status == 400 and r.content_type == "text/html"
+    assert "Set-Cookie" not in r.headers and "a token field" in await r.text()
+
+
 async def test_logout_clears_the_cookie(on: Client) -> None:
     r = await on.post("/logout", headers=cookie(), allow_redirects=False)
     assert r.status == 303 and r.headers["Location"] == "/login"
