@@ -142,32 +142,82 @@ def _keep_secrets_out_of_logs(settings: Settings) -> None:
     try:
         password = settings.sasl_password_value()
     except ConfigError:
+
+    logging.getLogger("aiokafka.conn").setLevel(max(logging.INFO, root.getEffectiveLevel()))
+    secrets: set[str] = set()
+    # The SASL password, and the sidecar's bearer token (D22). One that cannot be read is
+    # reported by the command that needs it; there is nothing to redact then.
+    for value in (settings.sasl_password_value, settings.http_token_value):
+        try:
+            secret = value()
+        except ConfigError:
+            continue
+        if secret:
+            secrets |= {secret, repr(secret.encode())[2:-1]}
+    if not secrets:
         return
-    if not password:
-        return
-    redact = _Redact({password, repr(password.encode())[2:-1]})
+    redact = _Redact(secrets)
     for handler in root.handlers:
         handler.addFilter(redact)
+
+
+def add_http_token_arguments(p: argparse.ArgumentParser) -> None:
+    """`--http-token-file FILE`: the sidecar's bearer token (docs/design.md D22). The token
+    itself is never a flag (it would show in the process list)."""
+    p.add_argument(
+        "--http-token-file",
+        default=None,
+        metavar="FILE",
+        help="require this file's token (Authorization: Bearer, or the page's login) on "
+        "all but /healthz and /readyz (or env STREAM_RISK_HTTP_TOKEN; never a flag)",
+    )
+    # Named, so that argparse never takes it for an abbreviation of --http-token-file.
+    p.add_argument("--http-token", action=_RefusedTokenFlag, default=None, help=argparse.SUPPRESS)
+
+
+class _RefusedTokenFlag(argparse.Action):
+    """A token given as a flag: refused, without repeating it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        parser.error(
+            "--http-token is not accepted (a flag shows in the process list): set env "
+            "STREAM_RISK_HTTP_TOKEN or --http-token-file FILE"
+        )
 
 
 # ---------------------------------------------------------------------- serve
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="listen port (default 8080; 0 = any)")
+    add_http_token_arguments(p)
     add_common_options(p)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = load_settings(args, http_host=args.host, http_port=args.port)
-    return asyncio.run(_serve_async(settings.http_host, settings.http_port))
+    settings = load_settings(
+        args, http_host=args.host, http_port=args.port, http_token_file=args.http_token_file
+    )
+    try:
+        token = settings.http_token_value()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    return asyncio.run(
+        _serve_async(settings.http_host, settings.http_port, token, settings.http_metrics_auth)
+    )
 
 
-async def _serve_async(host: str, port: int) -> int:
+async def _serve_async(
+    host: str, port: int, token: str | None = None, metrics_auth: bool = False
+) -> int:
     from aiohttp import web
 
     from stream_risk.sidecar import StatelessState, create_app
+    from stream_risk.sidecar.auth import HttpAuth, describe_auth
 
-    runner = web.AppRunner(create_app(StatelessState()), access_log=None, handle_signals=False)
+    auth = HttpAuth.of(token, metrics_auth=metrics_auth)
+    print(f"stream-risk serve: {describe_auth(auth)}", file=sys.stderr, flush=True)
+    app = create_app(StatelessState(), auth=auth)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

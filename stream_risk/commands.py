@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from stream_risk.cli import EXIT_FAILURE, EXIT_OK, CliError, add_common_options, load_settings
+from stream_risk.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    CliError,
+    add_common_options,
+    add_http_token_arguments,  # D22
+    load_settings,
+)
 from stream_risk.settings import ConfigError, Settings
 
 
@@ -66,6 +73,7 @@ def _kafka_flags(args: argparse.Namespace) -> dict[str, object]:
 def run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-host", default=None, help="sidecar address (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=None, help="sidecar port (default 8080)")
+    add_http_token_arguments(p)
     p.add_argument("--group-id", default=None, help="positions consumer group (stream-risk)")
     p.add_argument(
         "--emit",
@@ -117,6 +125,7 @@ def run_handler(args: argparse.Namespace) -> int:
         args,
         http_host=args.http_host,
         http_port=args.http_port,
+        http_token_file=args.http_token_file,
         group_id=args.group_id,
         emit=args.emit,
         create_topics=args.create_topics,

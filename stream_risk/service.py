@@ -25,6 +25,7 @@ from stream_risk.kafka.topics import MissingTopicsError
 from stream_risk.metrics import Metrics
 from stream_risk.settings import Settings
 from stream_risk.sidecar import create_app
+from stream_risk.sidecar.auth import HttpAuth, describe_auth
 
 log = logging.getLogger("stream_risk.run")
 
@@ -73,10 +74,13 @@ async def run_service(
 ) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the exit code."""
     stop = stop or asyncio.Event()
+    # The sidecar's token first: a bad token file ends the start here (ConfigError, exit 2).
+    auth = HttpAuth.of(settings.http_token_value(), metrics_auth=settings.http_metrics_auth)
     registry = CollectorRegistry()
     metrics = Metrics.for_registry(registry)
     proc = StreamProcessor(processor_config(settings), engine_config(settings), metrics)
-    runner = web.AppRunner(create_app(proc, registry), access_log=None, handle_signals=False)
+    app = create_app(proc, registry, auth=auth)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -90,7 +94,7 @@ async def run_service(
         urls = [f"http://{a[0]}:{a[1]}" for a in runner.addresses if isinstance(a, tuple)]
         if on_listening is not None:
             on_listening(urls)
-        log.info("sidecar on %s", ", ".join(urls))
+        log.info("sidecar on %s (%s)", ", ".join(urls), describe_auth(auth))
         started = await _start_with_retry(proc, stop)
         if not started:
             return 0

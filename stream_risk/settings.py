@@ -10,6 +10,8 @@
 - Flags: the keyword arguments of `Settings.load`; `None` means "flag not given".
 - Secrets: `sasl_password` comes from env `STREAM_RISK_SASL_PASSWORD` or from the file named
   by `sasl_password_file`, never from a flag (visible in `ps`) nor from the config file.
+  Likewise the sidecar's bearer token: env `STREAM_RISK_HTTP_TOKEN` or `http_token_file`
+  (`http_token_value()`; docs/design.md D22).
 
 Kafka client arguments: `kafka_client_kwargs()` (bootstrap servers, client id and security)
 splats into `AIOKafkaConsumer`, `AIOKafkaProducer` and `AIOKafkaAdminClient`;
@@ -42,7 +44,19 @@ from stream_risk.engine.estimates import MarketDefaults, VolEstimator
 ENV_PREFIX: Final = "STREAM_RISK_"
 CONFIG_FILE_ENV: Final = ENV_PREFIX + "CONFIG_FILE"
 #: Fields that must never come from a command-line flag or the config file.
-SECRET_FIELDS: Final = frozenset({"sasl_password"})
+SECRET_FIELDS: Final = frozenset({"sasl_password", "http_token"})
+#: Where each secret may come from instead (said when one is given where it may not be).
+_SECRET_SOURCES: Final = {
+    "sasl_password": f"{ENV_PREFIX}SASL_PASSWORD or sasl_password_file",
+    "http_token": f"{ENV_PREFIX}HTTP_TOKEN or http_token_file",
+}
+#: The sidecar's bearer token: at least this many characters, visible ASCII (D22).
+HTTP_TOKEN_MIN_LENGTH: Final = 16
+
+
+def _secret_sources(fields: set[str] | frozenset[str]) -> str:
+    return " / ".join(_SECRET_SOURCES[f] for f in sorted(fields))
+
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -84,7 +98,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if leaked:
         raise ConfigError(
             f"config file {path}: {', '.join(sorted(leaked))} is not read from the config file; "
-            f"set {ENV_PREFIX}SASL_PASSWORD or sasl_password_file instead"
+            f"set {_secret_sources(leaked)} instead"
         )
     return data
 
@@ -127,6 +141,17 @@ class Settings(BaseSettings):
     # HTTP sidecar
     http_host: str = Field("127.0.0.1", description="Sidecar listen address.")
     http_port: int = Field(8080, ge=0, le=65535, description="Sidecar port (0 = any free).")
+    # Optional bearer-token auth on the sidecar (docs/design.md D22): off unless a token is set.
+    http_token: SecretStr | None = Field(
+        None,
+        description="Sidecar bearer token: from env STREAM_RISK_HTTP_TOKEN only (empty = "
+        "unset); or use http_token_file.",
+    )
+    http_token_file: Path | None = Field(None, description="File holding the sidecar token.")
+    http_metrics_auth: bool = Field(
+        False,
+        description="With a token set, /metrics needs it too (default: open for Prometheus).",
+    )
 
     # Kafka
     bootstrap_servers: str = Field("localhost:9092", min_length=1, description="HOST:PORT[,...]")
@@ -246,6 +271,10 @@ class Settings(BaseSettings):
     def _one_password_source(self) -> Settings:
         if self.sasl_password is not None and self.sasl_password_file is not None:
             raise ValueError("set either STREAM_RISK_SASL_PASSWORD or sasl_password_file, not both")
+        if self.http_token is not None and self.http_token.get_secret_value() == "":
+            self.http_token = None  # an empty env var (e.g. compose's `${VAR:-}`): no token
+        if self.http_token is not None and self.http_token_file is not None:
+            raise ValueError("set either STREAM_RISK_HTTP_TOKEN or http_token_file, not both")
         return self
 
     def market_defaults(self) -> MarketDefaults:
@@ -283,7 +312,7 @@ class Settings(BaseSettings):
         if leaked:
             raise ConfigError(
                 f"{', '.join(sorted(leaked))} cannot be given as a flag (it would show in the "
-                f"process list): set {ENV_PREFIX}SASL_PASSWORD or sasl_password_file"
+                f"process list): set {_secret_sources(leaked)}"
             )
         path = Path(config_file) if config_file is not None else None
         with _using_config_file(path):
@@ -303,6 +332,44 @@ class Settings(BaseSettings):
                 f"sasl_password_file {self.sasl_password_file}: cannot read it "
                 f"({exc.strerror or exc})"
             ) from None
+
+    def http_token_value(self) -> str | None:
+        """The sidecar's bearer token (None: auth off): env, else the token file, whose
+        surrounding whitespace is dropped. Raises ConfigError, never showing the token, for
+        a file that cannot be read or is empty, and for a token that is too short or holds
+        characters a header cannot carry."""
+        if self.http_token is not None:
+            token, source = self.http_token.get_secret_value(), f"{ENV_PREFIX}HTTP_TOKEN"
+        elif self.http_token_file is not None:
+            path = self.http_token_file
+            source = f"http_token_file {path}"
+            try:
+                token = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ConfigError(
+                    f"{source}: cannot read it ({why or exc}); check the path given to "
+                    f"--http-token-file or {ENV_PREFIX}HTTP_TOKEN_FILE"
+                ) from None
+            if not token:
+                raise ConfigError(
+                    f"{source} is empty: write the token in it, e.g. "
+                    f"`openssl rand -hex 32 > {path}`"
+                )
+        else:
+            return None
+        if not all("!" <= c <= "~" for c in token):
+            raise ConfigError(
+                f"the sidecar token ({source}) holds a space or a character outside visible "
+                "ASCII, which an Authorization header cannot carry: use e.g. "
+                "`openssl rand -hex 32`"
+            )
+        if len(token) < HTTP_TOKEN_MIN_LENGTH:
+            raise ConfigError(
+                f"the sidecar token ({source}) has {len(token)} characters: use at least "
+                f"{HTTP_TOKEN_MIN_LENGTH} (e.g. `openssl rand -hex 32`)"
+            )
+        return token
 
     def kafka_security_kwargs(self) -> dict[str, Any]:
         """aiokafka's security arguments (raises ConfigError when incomplete)."""

@@ -9,7 +9,12 @@
 - ports and addresses agree: Kafka's internal listener = the engine's bootstrap servers =
   kafka-init's; the engine's HTTP port = its published port = Prometheus' target = the
   Dockerfile's EXPOSE = the settings' default; Grafana's datasource = the Prometheus service;
-- every `STREAM_RISK_*` variable set is a real setting; every mounted file exists.
+- every `STREAM_RISK_*` variable set is a real setting; every mounted file exists;
+- as a user runs it (issue 16): the image this repository builds is never pulled from a
+  registry (the simulator shares the engine's), Grafana has no default admin password, every
+  port is published on 127.0.0.1 only, the engine's token is optional and taken from the
+  environment, the TLS proxy forwards to the engine's port, and the header says what
+  production needs beyond this file.
 """
 
 from __future__ import annotations
@@ -73,6 +78,42 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {str(k): str(v) for k, v in env.items()}
+
+
+class Unset(Exception):
+    """A `${VAR:?message}` whose variable is unset: compose stops with the message."""
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """A value as compose interpolates it from `env`: `${VAR}`, `${VAR:-default}`,
+    `${VAR-default}`, `${VAR:?message}`, `${VAR?message}`, and `$$` for a `$`."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        got = env.get(name)
+        missing = got is None or (op is not None and op.startswith(":") and got == "")
+        if op is not None and op.endswith("?") and missing:
+            raise Unset(f"{name}: {arg}")
+        if op is not None and op.endswith("-") and missing:
+            return arg
+        return got or ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def published(service: dict[str, Any]) -> set[tuple[str, int, int]]:
+    """(host address, host port, container port) of each `ports` entry."""
+    out = set()
+    for entry in service.get("ports") or []:
+        *host, container = str(entry).split(":")
+        address = host[0] if len(host) == 2 else "0.0.0.0"
+        out.add((address, int(host[-1]), int(container)))
+    return out
 
 
 # ---------------------------------------------------------------------- metrics
@@ -243,7 +284,8 @@ def test_engine_reaches_kafka_on_its_internal_listener(services: dict[str, Any])
     # The host listener is published on the same port it advertises.
     host = advertised["EXTERNAL"]
     assert host.startswith("localhost:")
-    assert f"{host.split(':')[1]}:{host.split(':')[1]}" in services["kafka"]["ports"]
+    host_port = int(host.split(":")[1])
+    assert ("127.0.0.1", host_port, host_port) in published(services["kafka"])
     engine_deps = services["engine"]["depends_on"]
     assert engine_deps["kafka-init"]["condition"] == "service_completed_successfully"
 
@@ -253,7 +295,7 @@ def test_http_port_agrees_everywhere(services: dict[str, Any]) -> None:
     port = int(engine_env["STREAM_RISK_HTTP_PORT"])
     assert port == Settings.model_fields["http_port"].default == 8080
     assert engine_env["STREAM_RISK_HTTP_HOST"] == "0.0.0.0"  # reachable from other containers
-    assert f"{port}:{port}" in services["engine"]["ports"]
+    assert published(services["engine"]) == {("127.0.0.1", port, port)}
     prom = load_yaml(PROMETHEUS)
     [job] = [j for j in prom["scrape_configs"] if j["job_name"] == "stream-risk"]
     assert job.get("metrics_path", "/metrics") == "/metrics"
@@ -270,7 +312,7 @@ def test_grafana_reads_the_prometheus_service(services: dict[str, Any]) -> None:
     ds = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
     [source] = ds["datasources"]
     assert source["url"] == "http://prometheus:9090"
-    assert "9090:9090" in services["prometheus"]["ports"]
+    assert published(services["prometheus"]) == {("127.0.0.1", 9090, 9090)}
     providers = load_yaml(GRAFANA / "provisioning" / "dashboards" / "stream-risk.yml")
     [provider] = providers["providers"]
     mounts = {
@@ -305,7 +347,7 @@ def test_every_stream_risk_variable_is_a_setting(
             if k.startswith(ENV_PREFIX):
                 monkeypatch.delenv(k)
         for k, v in env.items():
-            monkeypatch.setenv(k, v)
+            monkeypatch.setenv(k, interpolate(v, {}))  # as `docker compose up` with no env
         s = Settings.load()  # valid values (raises otherwise)
         if "STREAM_RISK_HTTP_PORT" in env:
             assert s.http_port == int(env["STREAM_RISK_HTTP_PORT"])
@@ -326,3 +368,126 @@ def test_the_image_runs_the_engine_and_ships_the_dashboard() -> None:
         assert any(fnmatch(rel, p) for p in patterns), f"{rel} is not package data: {patterns}"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "stream_risk" not in ignored and ".venv" in ignored
+
+
+# ---------------------------------------------------------------------- as a user runs it
+def test_the_image_built_here_is_never_pulled(services: dict[str, Any]) -> None:
+    """`docker compose up` pulls a missing `image:` even beside `build:` unless told not to:
+    the engine builds it (`pull_policy: build`) and the simulator runs that same image
+    (`pull_policy: never`), so a registry's `stream-risk:latest` never runs here."""
+    engine = services["engine"]
+    assert engine["build"] == "." and engine["pull_policy"] == "build"
+    ours = engine["image"]
+    users = {name for name, svc in services.items() if svc.get("image") == ours}
+    assert users == {"engine", "simulator"}
+    simulator = services["simulator"]
+    assert simulator["pull_policy"] == "never"
+    assert "engine" in simulator["depends_on"]  # built (by the engine) before it starts
+    assert simulator["profiles"] == ["simulator"]
+    # Every other image names a registry image with a pinned version.
+    for name, svc in services.items():
+        if svc.get("image") != ours:
+            image = svc["image"]
+            assert ":" in image and not image.endswith(":latest"), f"{name}: {image}"
+
+
+def test_grafana_has_no_default_admin_password(services: dict[str, Any]) -> None:
+    raw = env_of(services["grafana"])["GF_SECURITY_ADMIN_PASSWORD"]
+    with pytest.raises(Unset, match="GRAFANA_ADMIN_PASSWORD") as unset:
+        interpolate(raw, {})
+    assert "openssl rand" in str(unset.value)  # the error says how to make one
+    with pytest.raises(Unset):
+        interpolate(raw, {"GRAFANA_ADMIN_PASSWORD": ""})
+    assert interpolate(raw, {"GRAFANA_ADMIN_PASSWORD": "s3cret-pw"}) == "s3cret-pw"
+    text = COMPOSE.read_text()
+    assert ":-admin" not in text and "admin/admin" not in text
+
+
+def test_every_port_is_published_on_localhost_only(services: dict[str, Any]) -> None:
+    ports = {name: published(svc) for name, svc in services.items() if svc.get("ports")}
+    assert set(ports) == {"kafka", "engine", "prometheus", "grafana", "proxy"}
+    for name, entries in ports.items():
+        for address, _, _ in entries:
+            assert address == "127.0.0.1", f"{name} is published on {address}"
+
+
+def test_the_engine_token_is_optional_and_from_the_environment(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = env_of(services["engine"])["STREAM_RISK_HTTP_TOKEN"]
+    assert raw == "${STREAM_RISK_HTTP_TOKEN:-}"  # no token written in the file
+    for k in list(os.environ):
+        if k.startswith(ENV_PREFIX):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("STREAM_RISK_HTTP_TOKEN", interpolate(raw, {}))
+    assert Settings.load().http_token_value() is None  # unset on the host: no auth
+    token = "a-token-of-32-characters-0123456"
+    monkeypatch.setenv(
+        "STREAM_RISK_HTTP_TOKEN", interpolate(raw, {"STREAM_RISK_HTTP_TOKEN": token})
+    )
+    settings = Settings.load()
+    assert settings.http_token_value() == token
+    # What compose and Prometheus call stays open with a token: the engine's healthcheck and
+    # the scrape (unless the engine asks for the token on /metrics, which Prometheus lacks).
+    from stream_risk.sidecar.auth import HttpAuth
+
+    auth = HttpAuth(token, metrics_auth=settings.http_metrics_auth)
+    assert auth.is_open("/healthz") and "/healthz" in str(services["engine"]["healthcheck"])
+    prom = load_yaml(PROMETHEUS)
+    [job] = [j for j in prom["scrape_configs"] if j["job_name"] == "stream-risk"]
+    assert auth.is_open(job.get("metrics_path", "/metrics")) or "authorization" in job
+
+
+def caddy_sites(text: str) -> dict[str, list[str]]:
+    """Each top-level site block of a Caddyfile: its address -> its directive lines."""
+    sites: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    depth = 0
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if depth == 0 and line.endswith("{"):
+            address = line[:-1].strip()
+            current = sites.setdefault(address, []) if address else None
+        elif depth == 1 and current is not None and line != "}":
+            current.append(line)
+        depth += line.count("{") - line.count("}")
+    assert depth == 0, "unbalanced braces in the Caddyfile"
+    return sites
+
+
+def test_the_tls_proxy_forwards_to_the_engine(services: dict[str, Any]) -> None:
+    proxy = services["proxy"]
+    assert proxy["profiles"] == ["tls"]
+    assert proxy["image"].startswith("caddy:")
+    assert "engine" in proxy["depends_on"]
+    [(_, host_port, container_port)] = published(proxy)
+    assert container_port == 443 and host_port != 8080
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in proxy["volumes"]}
+    caddyfile = ROOT / mounts["/etc/caddy/Caddyfile"]
+    sites = caddy_sites(caddyfile.read_text())
+    [(site, directives)] = sites.items()
+    assert site.startswith("https://")
+    port = int(env_of(services["engine"])["STREAM_RISK_HTTP_PORT"])
+    assert f"reverse_proxy engine:{port}" in directives
+    assert "tls internal" in directives  # localhost: Caddy's own CA, no ACME
+
+
+def test_the_header_says_what_production_needs() -> None:
+    header = []
+    for line in COMPOSE.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = " ".join(" ".join(header).replace("#", " ").split())
+    for needed in (
+        "replication factor 3",
+        "min.insync.replicas 2",
+        "retention",
+        "TLS and SASL",
+        "STREAM_RISK_HTTP_TOKEN",
+        "GRAFANA_ADMIN_PASSWORD",
+        "--profile tls",
+    ):
+        assert needed in text, needed

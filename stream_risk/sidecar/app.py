@@ -4,7 +4,7 @@
 `stream_risk.sidecar.dashboard`); `/openapi.json` and `/docs`, this API documented
 (`stream_risk.sidecar.openapi`, D21).
 
-    create_app(state=None, registry=None, *, metrics=None, max_body_bytes=65536)
+    create_app(state=None, registry=None, *, metrics=None, max_body_bytes=65536, auth=None)
 
 Every answer is JSON (but `/metrics`, Prometheus text), errors included: 404 for an unknown
 path, 405 for a wrong method, 413 for a body over the limit, 422 naming each bad field, and
@@ -32,6 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from stream_risk.api import InvalidInput, assess_body
 from stream_risk.metrics import EngineView, Metrics
+from stream_risk.sidecar.auth import HttpAuth, add_auth
 from stream_risk.sidecar.dashboard import add_dashboard
 from stream_risk.sidecar.errors import (
     JSON,
@@ -91,6 +92,7 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    auth: HttpAuth | None = None,
 ) -> web.Application:
     """The sidecar application.
 
@@ -99,6 +101,8 @@ def create_app(
         The process's `Metrics` is `Metrics.for_registry(registry)`, so an engine sharing
         the registry shares the metrics objects. `metrics` may be passed instead.
     max_body_bytes: `POST /assess` bodies above it get 413.
+    auth: a bearer token protecting all but `/healthz`, `/readyz` (and `/metrics`, unless
+        configured): `stream_risk.sidecar.auth`, docs/design.md D22. None: no auth.
     """
     if state is None:
         state = StatelessState()
@@ -264,5 +268,8 @@ def create_app(
         app.router.add_route("*", path, method_not_allowed(m, path, method))
     add_dashboard(app, state, m)  # `/`, `/static/{name}`, `/events`: before the catch-all
     add_openapi(app, m, max_body_bytes=limit)  # `/openapi.json`, `/docs`, `/docs/static/...`
+
+    if auth is not None:  # a middleware over every route, and `/login`, `/logout` (D22)
+        add_auth(app, auth, m)
     app.router.add_route("*", "/{tail:.*}", not_found(m, ENDPOINTS))
     return app
