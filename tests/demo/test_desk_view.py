@@ -5,6 +5,7 @@ terminal view fits 80×24 with the columns that matter first, and shows more whe
 from __future__ import annotations
 
 import io
+import itertools
 import time
 from typing import Any
 
@@ -69,7 +70,8 @@ CLOCK = time.strftime("%H:%M:%S", time.localtime(TS / 1000))
                                    "risk_score": 81.25}},
             f"{CLOCK} FIRED   LIQUIDATE SOL-002 SOL (score 81.2)",
         ),
-        ({"key": "x", "kind": "new_kind", "state": "fired", "ts": TS}, f"{CLOCK} FIRED   new_kind x"),
+        ({"key": "x", "kind": "new_kind", "state": "fired", "ts": TS},
+         f"{CLOCK} FIRED   new_kind x"),
         ({"kind": "exposure_limit", "state": "fired", "ts": TS, "details": "garbage"},
          f"{CLOCK} FIRED   limit ?: back under -"),
     ],
@@ -108,7 +110,7 @@ def test_the_limit_is_breached_now_and_then(seed: int) -> None:
         book.step(now, 0.3)
         over.append(abs(net_notional(book, market.price).get(limit.asset, 0.0)) > limit.limit_usd)
     share = sum(over) / len(over)
-    crossings = sum(a != b for a, b in zip(over, over[1:], strict=False))
+    crossings = sum(a != b for a, b in itertools.pairwise(over))
     assert 0.05 <= share <= 0.6, share
     assert crossings >= 2
     assert limit.limit_usd == round_2sig(limit.limit_usd)
@@ -145,7 +147,8 @@ def context(n_positions: int = 30) -> DemoContext:
         "kind": "exposure_limit", "state": "fired", "ts": TS, "details": {"scope": "asset:BTC",
         "limit": "max_net_notional_usd", "limit_usd": 5e6, "value_usd": 6.1e6}}))  # fmt: skip
     alerts.apply(orjson.dumps({"key": "stale:asset:ETH", "kind": "stale_market_data",
-        "state": "fired", "ts": TS, "details": {"asset": "ETH", "max_tick_age_ms": 5000}}))  # fmt: skip
+        "state": "fired", "ts": TS,
+        "details": {"asset": "ETH", "max_tick_age_ms": 5000}}))  # fmt: skip
     ctx = DemoContext(opts, feeder, watcher)
     ctx.alerts = alerts
     ctx.limit = DeskLimit("BTC", 5e6, 4.4e6)
