@@ -213,7 +213,9 @@ async def test_browser_shows_rows_and_live_updates(demo: Demo, tmp_path: Path) -
             "[...document.querySelectorAll('#rows tr[data-action] .badge')].map(b => b.textContent)"
         )
         assert badges and {b.replace(" ", "_") for b in badges} <= ACTIONS
-        assert await browser.evaluate("document.getElementById('conn').textContent") == "live"
+        status = "document.getElementById('status')"
+        await browser.wait_for(f"{status}.dataset.state === 'ready'", timeout=10)
+        assert await browser.evaluate(f"{status}.textContent") == "live · engine ready"
         cards = await browser.evaluate("document.querySelectorAll('#exposure .xcard').length")
         assert cards >= 2  # the book, and at least one asset
         # Live: updates and new actions arrive by server push, without reloading.
