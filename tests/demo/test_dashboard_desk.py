@@ -2,8 +2,9 @@
 part 3), over a real `Engine` (no broker): the page fits without scrolling sideways; the
 positions table has entry, mark and unrealised P&L; a risk-config limit below an asset's
 net notional marks its card breached, with the limit drawn as a line on its bar, and
-raising the limit lifts it; the book card shows the book's hedged P&L; one status element
-says one thing at a time ("reconnecting…" never beside "engine ready").
+raising the limit lifts it; the latest alerts show as lines; the book card shows the book's
+hedged P&L; one status element says one thing at a time ("reconnecting…" never beside
+"engine ready").
 
 Numbers by hand: BTC at 44,000: b1 +10 @ 45,000 hedged 50 %, b2 −4 @ 43,000 hedged 100 %:
 net 6 BTC = $264,000; hedged, 10 × 0.5 + −4 × 0 = 5 BTC left = $220,000. ETH at 2,000:
@@ -34,6 +35,36 @@ FITS = (
     "document.querySelector('.table-wrap').scrollWidth <= "
     "document.querySelector('.table-wrap').clientWidth"
 )
+
+
+class WithAlerts(EngineState):
+    """The engine's state with the alerts a processor would add (`risk-alerts`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.recent: list[dict[str, Any]] = []
+
+    def exposure_view(self) -> dict[str, Any]:
+        view = super().exposure_view()
+        active: dict[str, dict[str, Any]] = {}
+        for a in self.recent:
+            if a["state"] == "fired":
+                active[a["key"]] = a
+            else:
+                active.pop(a["key"], None)
+        view["alerts_active"] = [
+            {"key": k, "kind": a["kind"], "details": a["details"]} for k, a in active.items()
+        ]
+        view["alerts_recent"] = list(self.recent)
+        return view
+
+
+def limit_alert(state: str, ts: int) -> dict[str, Any]:
+    details = {"scope": "asset:BTC", "limit": "max_net_notional_usd", "limit_usd": 200_000.0}
+    if state == "fired":
+        details["value_usd"] = 264_000.0
+    key = "limit:asset:BTC:max_net_notional_usd"
+    return {"key": key, "kind": "exposure_limit", "state": state, "details": details, "ts": ts}
 
 
 def limit(engine: Engine, usd: float, offset: int) -> None:
@@ -67,7 +98,8 @@ async def test_limits_breaches_columns_and_status_at_1400px() -> None:
         ],
         T0,
     )
-    runner = web.AppRunner(create_app(EngineState(engine)), shutdown_timeout=0.5)
+    state = WithAlerts(engine)
+    runner = web.AppRunner(create_app(state), shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -104,6 +136,8 @@ async def test_limits_breaches_columns_and_status_at_1400px() -> None:
 
             # A limit below BTC's net notional ($264k): breached, the line at the limit.
             limit(engine, 200_000.0, 0)
+            fired_at = T0 + 3_723_000  # an hour, 2 min and 3 s after T0
+            state.recent = [limit_alert("fired", fired_at)]
             await browser.wait_for(f"{btc}.dataset.breached === '1'", 10)
             assert await browser.evaluate(f"{btc}.classList.contains('breached')") is True
             mark = f"parseFloat({btc}.querySelector('.xlimit .mark').style.left)"
@@ -117,17 +151,30 @@ async def test_limits_breaches_columns_and_status_at_1400px() -> None:
             desk = await text(browser, "document.getElementById('desk')")
             assert "Limits: BTC net ≤ $200.0k" in desk
             assert "BREACH net notional limit BTC: $264.0k > $200.0k" in desk
+            assert "1 active alert: net notional limit BTC" in desk
+            await browser.wait_for("document.querySelectorAll('#alerts li').length === 1", 10)
+            clock = await browser.evaluate(f"new Date({fired_at}).toTimeString().slice(0, 8)")
+            assert await text(browser, "document.getElementById('alerts')") == (
+                f"{clock} FIRED net notional limit BTC: $264.0k > $200.0k"
+            )
             assert await browser.evaluate(f"{CARD.format('ETH')}.dataset.breached") is None
             assert await browser.evaluate(FITS) is True
 
             # Raised above it: lifted; the line moves to 1,000/1,250.
             limit(engine, 1_000_000.0, 1)
+            state.recent.append(limit_alert("cleared", fired_at + 1000))
             await browser.wait_for(f"{btc} && !{btc}.dataset.breached", 10)
             assert await browser.evaluate(mark) == pytest.approx(80.0, abs=0.05)
             assert await browser.evaluate(fill) == pytest.approx(21.1, abs=0.05)  # 264/1,250
             assert await text(browser, f"{btc}.querySelector('.xlimit-text')") == (
                 "net limit $1.00M within"
             )
+            await browser.wait_for("document.querySelectorAll('#alerts li').length === 2", 10)
+            lines = await browser.evaluate(
+                "[...document.querySelectorAll('#alerts li')].map(li => li.innerText)"
+            )
+            assert lines[0].endswith(" CLEARED net notional limit BTC")  # newest first
+            assert "no active alerts" in await text(browser, "document.getElementById('desk')")
 
             # The server goes: "reconnecting…" alone, never beside "engine ready".
             await runner.cleanup()

@@ -348,6 +348,18 @@
     parts.push(alerts.length ? alerts.length + " active alert" + (alerts.length === 1 ? "" : "s") + ": " +
       alerts.map(function (a) { return esc(alertLabel(a)); }).join(", ") : "no active alerts");
     el.innerHTML = parts.join(" · ");
+    // The latest alerts as lines: "21:03:04 FIRED net notional limit BTC: $6.1M > $5.0M".
+    document.getElementById("alerts").innerHTML = (d.alerts_recent || []).slice().reverse()
+      .map(function (a) {
+        var fired = a.state === "fired", det = a.details || {};
+        var what = alertLabel(a);
+        if (a.kind === "exposure_limit" && fired && num(det.value_usd)) {
+          what += ": " + usd(det.value_usd) + " > " + usd(det.limit_usd);
+        }
+        return '<li class="' + (fired ? "fired" : "cleared") + '"><span class="t">' +
+          (num(a.ts) ? clock(a.ts).slice(0, 8) : "") + "</span> <b>" + (fired ? "FIRED" : "CLEARED") +
+          "</b> " + esc(what) + "</li>";
+      }).join("");
   }
 
   function pnlCell(p, move, hedged) {
