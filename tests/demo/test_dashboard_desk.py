@@ -33,7 +33,10 @@ STATUS = "document.getElementById('status')"
 FITS = (
     "document.documentElement.scrollWidth <= 1400 && "
     "document.querySelector('.table-wrap').scrollWidth <= "
-    "document.querySelector('.table-wrap').clientWidth"
+    "document.querySelector('.table-wrap').clientWidth && "
+    "[...document.querySelectorAll('#exposure .xcard, #exposure .xcard *')]"
+    ".every(el => el.scrollWidth <= el.clientWidth + 1"
+    " || getComputedStyle(el).display === 'inline')"
 )
 
 
@@ -146,7 +149,7 @@ async def test_limits_breaches_columns_and_status_at_1400px() -> None:
             assert await browser.evaluate(mark) == pytest.approx(60.6, abs=0.05)
             assert await browser.evaluate(fill) == pytest.approx(80.0, abs=0.05)
             assert await text(browser, f"{btc}.querySelector('.xlimit-text')") == (
-                "net limit $200.0k LIMIT BREACHED"
+                "net ≤ $200.0k LIMIT BREACHED"
             )
             desk = await text(browser, "document.getElementById('desk')")
             assert "Limits: BTC net ≤ $200.0k" in desk
@@ -167,7 +170,7 @@ async def test_limits_breaches_columns_and_status_at_1400px() -> None:
             assert await browser.evaluate(mark) == pytest.approx(80.0, abs=0.05)
             assert await browser.evaluate(fill) == pytest.approx(21.1, abs=0.05)  # 264/1,250
             assert await text(browser, f"{btc}.querySelector('.xlimit-text')") == (
-                "net limit $1.00M within"
+                "net ≤ $1.00M within"
             )
             await browser.wait_for("document.querySelectorAll('#alerts li').length === 2", 10)
             lines = await browser.evaluate(

@@ -225,7 +225,7 @@
       " against its limit " + usd(lim.limit) + ' (the line)"><span class="fill" style="width:' +
       (value / scale * 100).toFixed(1) + '%"></span><span class="mark" style="left:' +
       (lim.limit / scale * 100).toFixed(1) + '%"></span></div>' +
-      '<div class="xlimit-text small"><span class="muted">' + what + " limit " + usd(lim.limit) + "</span>" +
+      '<div class="xlimit-text small"><span class="muted">' + what + " ≤ " + usd(lim.limit) + "</span>" +
       (over ? '<span class="breach-tag">LIMIT BREACHED</span>' : '<span class="muted">within</span>') + "</div>";
   }
 
