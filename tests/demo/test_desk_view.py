@@ -192,3 +192,16 @@ def test_a_wider_taller_terminal_shows_the_rest() -> None:
     assert "loss/age/vol/liq" in text and "P&L -5% / +5%" in text
     assert "market · regime" in text and "new actions" in text
     assert "more on the dashboard" not in text
+
+
+def test_choosing_the_limit_of_a_big_book_stays_quick() -> None:
+    """`--positions 5000`: the look-ahead is cut to a bounded number of book events, so the
+    demo's start is not held up (unbounded, a 300 s look-ahead took 30 s here)."""
+    market = MarketSimulator(8, seed=3)
+    book = BookSimulator(market.symbols, market.price, target_positions=5000, seed=4)
+    market.snapshot_ticks(0)
+    book.open_book(0)
+    t0 = time.perf_counter()
+    limit = choose_limit(market, book, 300.0, 0.25)
+    assert time.perf_counter() - t0 < 5.0
+    assert limit is not None and limit.limit_usd > 0
