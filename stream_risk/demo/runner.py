@@ -7,10 +7,12 @@ One process (and the broker it owns as a child):
 3. a simulated market (`MarketSimulator`) and market-maker book (`BookSimulator`), their
    opening prints and inventory published first, then a live flow to `market-ticks` and
    `positions` every `tick_interval` seconds (`feed.Feeder`);
-4. the engine and its sidecar, *exactly* as `stream-risk run` runs them (`run_service`);
-5. a downstream consumer of `risk-actions` (what a hedging bot would be, `watcher`) feeding
-   a live terminal view (`rich_view`), or plain log lines when stdout is not a terminal
-   (`view`).
+4. a net notional limit on `risk-config` that the simulated book breaches now and then
+   (`desk.choose_limit`, docs/design.md D23), set before the engine reads the topic;
+5. the engine and its sidecar, *exactly* as `stream-risk run` runs them (`run_service`);
+6. downstream consumers of `risk-actions` (what a hedging bot would be, `watcher`) and of
+   `risk-alerts` (`desk.AlertWatcher`) feeding a live terminal view (`rich_view`), or plain
+   log lines when stdout is not a terminal (`view`).
 
 It stops after `--duration` seconds, or on Ctrl-C / SIGTERM: the feed stops, the engine
 flushes, commits and leaves its group, then the broker is stopped. Exit code 0, or 1 when
