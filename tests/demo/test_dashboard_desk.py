@@ -1,15 +1,16 @@
 """The desk's controls on the dashboard, in a real headless chromium 1400 px wide (issue 16,
-part 3), over a real `Engine` (no broker): the page fits without scrolling sideways; the
+part 3). Over a real `Engine` (no broker): the page fits without scrolling sideways; the
 positions table has entry, mark and unrealised P&L; a risk-config limit below an asset's
 net notional marks its card breached, with the limit drawn as a line on its bar, and
 raising the limit lifts it; the latest alerts show as lines; the book card shows the book's
 hedged P&L; one status element says one thing at a time ("reconnecting…" never beside
-"engine ready").
+"engine ready"). Then the whole path on a real broker: the limit published on risk-config,
+the alerts read back from risk-alerts.
 
 Numbers by hand: BTC at 44,000: b1 +10 @ 45,000 hedged 50 %, b2 −4 @ 43,000 hedged 100 %:
-net 6 BTC = $264,000; hedged, 10 × 0.5 + −4 × 0 = 5 BTC left = $220,000. ETH at 2,000:
-e1 +5 @ 2,100 held: $10,000. P&L at −5 %: BTC −$13,200 as held, −$11,000 hedged; the book
-−$13,700 as held, −$11,500 hedged."""
+net 6 BTC = $264,000; hedged, 10 × (1 − 0.5) + −4 × (1 − 1) = 5 BTC left = $220,000. ETH
+at 2,000: e1 +5 @ 2,100 held: $10,000. P&L at −5 %: BTC −$13,200 as held, −$11,000
+hedged; the book −$13,700 as held, −$11,500 hedged."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from kafka.engine_harness import BTC_MARKET, now_ms, produce, running
+from kafka.engine_harness import config as kafka_config
+from kafka.engine_harness import pos as kafka_pos
+from kafka.engine_harness import tick as kafka_tick
+from kafka.test_risk_config import send_config
 from sidecar.test_positions_api import FULL, HOLD, PARTIAL, T0, configured, tick
 
 from stream_risk.engine import ConfigEvent, Engine, Lineage
@@ -190,3 +196,50 @@ async def test_limits_breaches_columns_and_status_at_1400px() -> None:
             assert not errors
     finally:
         await runner.cleanup()
+
+
+async def test_a_limit_published_on_risk_config_breaches_and_clears_on_the_page(
+    kafka_bootstrap: str,
+) -> None:
+    """The whole path on a real broker: a limit record on risk-config, the engine, its
+    alert on risk-alerts, GET /exposure, the page. BTC at 44,000, one position +10 @
+    45,000: net $440,000. Limit $300,000: breached, FIRED; then $1,000,000: lifted,
+    CLEARED."""
+    cfg = kafka_config(kafka_bootstrap)
+    t0 = now_ms()
+    topic = cfg.config_topic
+    btc = CARD.format("BTC")
+    async with running(cfg) as proc:
+        await produce(
+            kafka_bootstrap, cfg.ticks_topic, [kafka_tick("BTC", t0, 44_000.0, **BTC_MARKET)]
+        )
+        await produce(
+            kafka_bootstrap, cfg.positions_topic, [kafka_pos("b1", "BTC", 10, 45_000, t0)]
+        )
+        runner = web.AppRunner(create_app(proc), shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            async with Chromium(1400, 900) as browser:
+                await browser.navigate(f"http://127.0.0.1:{runner.addresses[0][1]}/")
+                await browser.wait_for(f"{btc} && !{btc}.querySelector('.xlimit')", 15)
+                await send_config(kafka_bootstrap, topic, "asset:BTC",
+                                  {"max_net_notional_usd": 300_000.0}, "desk")  # fmt: skip
+                await browser.wait_for(f"{btc}.dataset.breached === '1'", 15)
+                await browser.wait_for(
+                    "document.getElementById('alerts').innerText.includes("
+                    "'FIRED net notional limit BTC: $440.0k > $300.0k')",
+                    15,
+                )
+                await send_config(kafka_bootstrap, topic, "asset:BTC",
+                                  {"max_net_notional_usd": 1_000_000.0}, "desk")  # fmt: skip
+                await browser.wait_for(f"{btc} && !{btc}.dataset.breached", 15)
+                await browser.wait_for(
+                    "document.querySelector('#alerts li').innerText"
+                    ".endsWith('CLEARED net notional limit BTC')",
+                    15,
+                )
+                assert await browser.evaluate(FITS) is True
+        finally:
+            await runner.cleanup()
