@@ -7,10 +7,12 @@ One process (and the broker it owns as a child):
 3. a simulated market (`MarketSimulator`) and market-maker book (`BookSimulator`), their
    opening prints and inventory published first, then a live flow to `market-ticks` and
    `positions` every `tick_interval` seconds (`feed.Feeder`);
-4. the engine and its sidecar, *exactly* as `stream-risk run` runs them (`run_service`);
-5. a downstream consumer of `risk-actions` (what a hedging bot would be, `watcher`) feeding
-   a live terminal view (`rich_view`), or plain log lines when stdout is not a terminal
-   (`view`).
+4. a net notional limit on `risk-config` that the simulated book breaches now and then
+   (`desk.choose_limit`, docs/design.md D23), set before the engine reads the topic;
+5. the engine and its sidecar, *exactly* as `stream-risk run` runs them (`run_service`);
+6. downstream consumers of `risk-actions` (what a hedging bot would be, `watcher`) and of
+   `risk-alerts` (`desk.AlertWatcher`) feeding a live terminal view (`rich_view`), or plain
+   log lines when stdout is not a terminal (`view`).
 
 It stops after `--duration` seconds, or on Ctrl-C / SIGTERM: the feed stops, the engine
 flushes, commits and leaves its group, then the broker is stopped. Exit code 0, or 1 when
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from stream_risk.demo.desk import AlertWatcher, choose_limit, horizon_of, publish_limit
 from stream_risk.demo.feed import Feeder
 from stream_risk.demo.options import DemoOptions
 from stream_risk.demo.rich_view import RichView
@@ -48,6 +51,9 @@ log = logging.getLogger("stream_risk.demo")
 _EXPECTED_WARNINGS: Final = (
     ("stream_risk.engine", "the broker refused an idempotent producer"),
     ("aiokafka.producer.sender", "Unexpected error during InitProducerIdRequest"),
+    # The engine's alert log lines: the demo shows every alert itself, read from
+    # risk-alerts as a readable line (`desk.alert_line`); the log file keeps them.
+    ("stream_risk.engine", "alert"),
 )
 
 
@@ -124,6 +130,7 @@ async def run_demo(
     broker = EmbeddedBroker(log_path=workdir / "tansu.log", silent=True)
     feeder: Feeder | None = None
     watcher: ActionWatcher | None = None
+    alerts: AlertWatcher | None = None
     view: PlainView | RichView | None = None
     tasks: list[asyncio.Task[Any]] = []
     svc: asyncio.Task[int] | None = None
@@ -156,15 +163,26 @@ async def run_demo(
 
         feeder = Feeder(bootstrap, settings, opts)
         watcher = ActionWatcher(bootstrap, settings.topic_actions)
+        alerts = AlertWatcher(bootstrap, settings.topic_alerts)
         ctx = DemoContext(opts, feeder, watcher)
+        ctx.alerts = alerts
         ctx.t0 = t0
         ctx.broker = bootstrap
         ctx.log_file = workdir / "demo.log"
         view = PlainView(ctx, out) if plain else RichView(ctx, console)
         watcher.on_event = view.on_event
+        alerts.on_alert = view.on_alert
         await feeder.start()
         await feeder.open()
+        # A limit the simulated book breaches now and then (desk.choose_limit), set
+        # before the engine starts: it reads risk-config before it is ready.
+        ctx.limit = choose_limit(
+            feeder.market, feeder.book, horizon_of(opts.duration), opts.tick_interval
+        )
+        if ctx.limit is not None and feeder.producer is not None:
+            await publish_limit(feeder.producer, settings.topic_config, ctx.limit)
         await watcher.start()
+        await alerts.start()
         if plain:
             view.say(
                 f"embedded broker on {bootstrap} (memory only, at-least-once: it has no "
@@ -172,6 +190,8 @@ async def run_demo(
                 f"{' '.join(feeder.market.symbols)} (regime {feeder.market.regime}); "
                 f"book of {len(feeder.book.positions)} positions; logs in {workdir}"
             )
+            if ctx.limit is not None:
+                view.say(ctx.limit.describe())
 
         listening = asyncio.Event()
 
@@ -185,6 +205,7 @@ async def run_demo(
         tasks = [
             asyncio.create_task(feeder.run(stop), name="feed"),
             asyncio.create_task(watcher.run(stop), name="view-consumer"),
+            asyncio.create_task(alerts.run(stop), name="alerts-consumer"),
             asyncio.create_task(view.run(stop), name="view"),
             asyncio.create_task(_poll_ready(ctx, stop), name="readiness"),
         ]
@@ -245,6 +266,8 @@ async def run_demo(
                 await svc
         if watcher is not None:
             await watcher.stop()
+        if alerts is not None:
+            await alerts.stop()
         if feeder is not None:
             await feeder.stop()
         await broker.astop()
@@ -278,7 +301,8 @@ async def _stop_after(stop: asyncio.Event, deadline: float) -> None:
 
 
 async def _poll_ready(ctx: DemoContext, stop: asyncio.Event) -> None:
-    """Follow the engine's `/readyz` (for the view; the engine itself does not need it)."""
+    """Follow the engine's `/readyz` and `/exposure` (for the view; the engine itself does
+    not need it)."""
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=2.0)
@@ -293,6 +317,10 @@ async def _poll_ready(ctx: DemoContext, stop: asyncio.Event) -> None:
                     if ctx.ready and ctx.ready_at is None:
                         ctx.ready_at = ctx.elapsed()
                         log.info("engine ready after %.1f s", ctx.ready_at)
+                    # Limits and breaches, as GET /exposure says (the views show them).
+                    async with session.get(ctx.urls[0] + "/exposure") as resp:
+                        if resp.status == 200:
+                            ctx.exposure = await resp.json()
                 except (aiohttp.ClientError, TimeoutError, ValueError):
                     ctx.ready = False
             await wait_stop(stop, 1.0)

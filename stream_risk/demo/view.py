@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from stream_risk.demo.desk import AlertWatcher, DeskLimit, alert_line
 from stream_risk.demo.feed import Feeder
 from stream_risk.demo.options import DemoOptions
 from stream_risk.demo.stopping import wait_stop
@@ -87,6 +88,29 @@ class DemoContext:
         self.reasons: list[str] = []
         self.log_file: Path | None = None
         self.stopping = False
+        #: The demo's limit (risk-config), the alerts read back, the latest GET /exposure.
+        self.limit: DeskLimit | None = None
+        self.alerts: AlertWatcher | None = None
+        self.exposure: dict[str, Any] | None = None
+
+    def breaches(self) -> list[dict[str, Any]]:
+        """The limits broken now (GET /exposure's `breaches`)."""
+        found = (self.exposure or {}).get("breaches")
+        return [b for b in found if isinstance(b, dict)] if isinstance(found, list) else []
+
+    def limit_status(self) -> str | None:
+        """`BTC net $6.1M / limit $5.0M BREACHED` (None: no limit, or no figure yet)."""
+        lim = self.limit
+        if lim is None:
+            return None
+        e = ((self.exposure or {}).get("assets") or {}).get(lim.asset)
+        net = e.get("net_notional_usd") if isinstance(e, dict) else None
+        if not isinstance(net, (int, float)):
+            return f"{lim.asset} net limit {fmt_usd(lim.limit_usd)}"
+        over = abs(net) > lim.limit_usd
+        return f"{lim.asset} net {fmt_usd(net)} / limit {fmt_usd(lim.limit_usd)} " + (
+            "BREACHED" if over else "ok"
+        )
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -114,6 +138,9 @@ class PlainView:
     def say(self, text: str) -> None:
         print(f"stream-risk demo: {text}", file=self.out, flush=True)
 
+    def on_alert(self, alert: dict[str, Any]) -> None:
+        print(alert_line(alert), file=self.out, flush=True)
+
     def on_event(self, ev: ActionEvent) -> None:
         ctx = self.ctx
         if not self._announced_first and ctx.watcher.first_at is not None:
@@ -134,7 +161,7 @@ class PlainView:
             f"{time.strftime('%H:%M:%S')} STATUS  t+{ctx.elapsed():.0f}s "
             f"regime {f.market.regime} | {len(f.book.positions)} positions | "
             f"{f.ticks_sent} ticks, {f.position_updates} position updates, {f.closes} closes "
-            f"| {w.received} actions ({by})",
+            f"| {w.received} actions ({by})" + (f" | {lim}" if (lim := ctx.limit_status()) else ""),
             file=self.out,
             flush=True,
         )

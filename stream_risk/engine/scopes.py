@@ -95,6 +95,7 @@ class ScopesMixin(EngineParts):
             reason = f"invalid risk-config {scope!r}: {where}: {err['msg']}"
             self.stats.config_rejected += 1
             entry["status"] = "rejected"
+            entry["applied"] = False
             entry["error"] = reason
             self.config_history.append(entry)
             res.rejected.append(Rejected(reason, lin))
@@ -102,6 +103,7 @@ class ScopesMixin(EngineParts):
         self.scopes = new
         self.stats.config_changes += 1
         entry["status"] = "applied"
+        entry["applied"] = True
         entry["positions"] = len(updates)
         self.config_history.append(entry)
         for pos, cfg, version in updates:
@@ -137,7 +139,11 @@ class ScopesMixin(EngineParts):
             "defaults": base.model_dump(),
             "precedence": ["defaults", "global", "asset:<ASSET>", "position:<ID>", "message"],
             "scopes": scopes,
-            "history": list(self.config_history),
+            # In record order: a refused record is noted when it is read (the shell's
+            # decode), an applied one when the engine steps, so one batch interleaves.
+            "history": sorted(
+                self.config_history, key=lambda h: (h.get("partition", -1), h.get("offset", -1))
+            ),
         }
 
     def _config_for(self, overrides: dict[str, Any]) -> RiskConfig | None:

@@ -87,17 +87,35 @@ def waiting_detail(asset: str, market: MarketState | None) -> dict[str, Any] | N
     return market.waiting()
 
 
+def mark_and_unrealized(
+    pos: PositionState, market: MarketState | None
+) -> tuple[float | None, float | None]:
+    """The position's mark (its asset's latest price, None before the first tick) and its
+    unrealised P&L at that mark by the core's rule (`assessor`): the position's own
+    `unrealized_pnl` when its message gave one, else size × (mark − entry)."""
+    mark = market.current_price if market is not None and market.ts >= 0 else None
+    if pos.unrealized_pnl is not None:
+        return mark, pos.unrealized_pnl
+    if mark is None:
+        return None, None
+    return mark, pos.size * (mark - pos.entry_price)
+
+
 def position_row(table: Table, pos: PositionState) -> dict[str, Any]:
-    """One `GET /positions` row: the position, its market's tick time, what it waits for,
-    its next re-evaluation and its latest published action (made again from its inputs)."""
+    """One `GET /positions` row: the position, its mark price and unrealised P&L, its
+    market's tick time, what it waits for, its next re-evaluation and its latest published
+    action (made again from its inputs)."""
     market = table.markets.get(pos.asset)
     last = pos.last
     detail = waiting_detail(pos.asset, market)
+    mark, unrealized = mark_and_unrealized(pos, market)
     return {
         "position_id": pos.position_id,
         "asset": pos.asset,
         "size": pos.size,
         "entry_price": pos.entry_price,
+        "mark_price": mark,
+        "unrealized_pnl": unrealized,
         "position_ts": pos.ts,
         "tick_ts": market.ts if market is not None else None,
         "waiting_for": [] if detail is None else detail["missing"],
@@ -179,6 +197,7 @@ __all__ = [
     "MAX_LIMIT",
     "PositionQuery",
     "PositionsPage",
+    "mark_and_unrealized",
     "page_of_rows",
     "position_row",
     "positions_page",

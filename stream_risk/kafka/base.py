@@ -33,6 +33,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("stream_risk.engine")
 
 
+def refused_config(dead: DeadLetter, headers: Any = ()) -> dict[str, Any]:
+    """A `GET /config` history entry for a risk-config record refused before the engine
+    saw it (not JSON, unknown field, out of range, no scope): dead-lettered, `applied`
+    false, the reason as the dead letter's `error` header says it."""
+    lin = dead.lineage
+    key = None if dead.key is None else dead.key.decode(errors="replace")
+    changed_by = next(
+        (v.decode(errors="replace") for k, v in headers or () if k == "changed-by" and v), None
+    )
+    return {
+        "scope": key,
+        "value": None if dead.value is None else dead.value.decode(errors="replace"),
+        "offset": lin.offset,
+        "partition": lin.partition,
+        "ts": lin.timestamp_ms,
+        "changed_by": changed_by,
+        "status": "rejected",
+        "applied": False,
+        "error": dead.reason,
+    }
+
+
 class ShellState:
     """State shared by the parts of the processor (see the module doc)."""
 
@@ -109,6 +131,9 @@ class ShellState:
             ev = decode_config(rec, rec.headers)
             if isinstance(ev, DeadLetter):
                 dead.append(ev)
+                # GET /config's history lists refused records too (issue 16), not only
+                # those the engine weighed: why the desk's change did not take.
+                self.engine.config_history.append(refused_config(ev, rec.headers))
             else:
                 out.append(ev)
         return out

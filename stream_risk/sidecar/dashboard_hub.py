@@ -42,6 +42,8 @@ log = logging.getLogger("stream_risk.sidecar.dashboard")
 
 #: How many recent actions a new page gets for its feed.
 RECENT_ACTIONS: Final = 60
+#: How many of the latest alerts (fired / cleared) the page shows.
+RECENT_ALERTS: Final = 5
 #: Frames queued for one page before it is disconnected as too slow.
 MAX_QUEUED_FRAMES: Final = 256
 #: The pause between polls is at least this many times the last poll's duration.
@@ -372,6 +374,8 @@ class DashboardHub:
             "limits": view.get("limits", {}),
             "breaches": view.get("breaches", []),
             "alerts_active": view.get("alerts_active", []),
+            # The latest transitions (fired / cleared), newest last, for the page's lines.
+            "alerts_recent": list(view.get("alerts_recent") or [])[-RECENT_ALERTS:],
         }
 
     def _snapshot_frame(self) -> bytes:

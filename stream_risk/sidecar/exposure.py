@@ -201,10 +201,13 @@ def book_exposure(per_asset: Exposure) -> dict[str, Any]:
     }
     for m in MOVES:
         book[f"pnl_{m}"] = 0.0
+    for m in MOVES:
+        book[f"hedged_pnl_{m}"] = 0.0
     for e in per_asset.values():
         book["positions"] += e["positions"]
         book["net_notional_usd"] += e["net_notional_usd"]
         book["gross_notional_usd"] += e["gross_notional_usd"]
         for m in MOVES:
             book[f"pnl_{m}"] += e[f"pnl_{m}"]
+            book[f"hedged_pnl_{m}"] += e.get(f"hedged_pnl_{m}", 0.0)
     return {"assets": per_asset, "book": book, "limits": {}, "breaches": []}

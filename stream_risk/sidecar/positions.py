@@ -135,6 +135,30 @@ def parse_positions_query(params: Mapping[str, str]) -> tuple[PositionQuery, int
     ), limit
 
 
+def held_assets(state: SidecarState) -> list[str]:
+    """The assets of this instance's table: O(assets) over an engine's table, O(table) over
+    a state without one (a test double)."""
+    engine = getattr(state, "engine", None)
+    table = getattr(engine, "table", None)
+    by_asset = getattr(table, "by_asset", None)
+    if isinstance(by_asset, Mapping):
+        return sorted(str(a) for a, pids in by_asset.items() if pids)
+    return sorted({str(r.get("asset")) for r in state.positions(None)})
+
+
+def no_asset_note(state: SidecarState, asset: str) -> str:
+    """Why `GET /positions?asset=` found nothing: what this instance holds instead."""
+    if state.mode == "stateless":
+        return "this is a stateless sidecar (stream-risk serve): it has no positions table"
+    here = held_assets(state)
+    held = f"assets here: {', '.join(here)}" if here else "this instance's table is empty"
+    return (
+        f"no position of asset {asset.upper()} in this instance's table (the name is "
+        f"case-insensitive); {held}. Another instance of the consumer group may hold it: "
+        "GET /book shows the whole book"
+    )
+
+
 def positions_handler(state: SidecarState, m: Metrics) -> Handler:
     """`GET /positions`: streamed chunk by chunk, timed and counted like the other routes
     (not by `observed`: an error after the status went out cuts the connection)."""
@@ -205,6 +229,8 @@ def positions_handler(state: SidecarState, m: Metrics) -> Handler:
                 "total": state.count(q.asset),
                 "exposure": exposure,
             }
+            if q.asset is not None and n == 0 and meta["total"] == 0:
+                meta["note"] = no_asset_note(state, q.asset)
             await resp.write(b"]," + orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS)[1:])
             await resp.write_eof()
         except InvalidInput as exc:

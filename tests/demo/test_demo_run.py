@@ -168,6 +168,22 @@ async def test_positions_list_positions_with_actions(demo: Demo) -> None:
     assert one["position_id"] == ids[0]
 
 
+async def test_the_demo_sets_a_limit_and_shows_it(demo: Demo) -> None:
+    """A net notional limit on one asset, on risk-config (so risk-config and risk-alerts
+    exist), in force in the engine, said on stdout."""
+    await positions_with_actions(demo)
+    config = await get_json(demo.url + "/config")
+    scopes = {s: v["overrides"] for s, v in config["scopes"].items()}
+    (scope, overrides), *_ = scopes.items()
+    assert scope.startswith("asset:") and set(overrides) == {"max_net_notional_usd"}
+    assert [h["changed_by"] for h in config["history"]] == ["stream-risk demo"]
+    assert config["history"][0]["applied"] is True
+    exposure = await get_json(demo.url + "/exposure")
+    assert exposure["limits"][scope] == overrides
+    asset = scope.removeprefix("asset:")
+    assert re.search(rf"limit {asset} net notional ≤ \$[0-9.]+[kM]", demo.stdout())
+
+
 async def test_dashboard_is_served(demo: Demo) -> None:
     timeout = aiohttp.ClientTimeout(total=3)
     async with aiohttp.ClientSession(timeout=timeout) as s:
@@ -197,7 +213,9 @@ async def test_browser_shows_rows_and_live_updates(demo: Demo, tmp_path: Path) -
             "[...document.querySelectorAll('#rows tr[data-action] .badge')].map(b => b.textContent)"
         )
         assert badges and {b.replace(" ", "_") for b in badges} <= ACTIONS
-        assert await browser.evaluate("document.getElementById('conn').textContent") == "live"
+        status = "document.getElementById('status')"
+        await browser.wait_for(f"{status}.dataset.state === 'ready'", timeout=10)
+        assert await browser.evaluate(f"{status}.textContent") == "live · engine ready"
         cards = await browser.evaluate("document.querySelectorAll('#exposure .xcard').length")
         assert cards >= 2  # the book, and at least one asset
         # Live: updates and new actions arrive by server push, without reloading.
@@ -247,6 +265,12 @@ def test_demo_exits_zero_by_itself(demo: Demo) -> None:
     assert "stopped after" in out
     assert re.search(r"ACTION +\S+ +(HOLD|REDUCE|HEDGE_PARTIAL|HEDGE_FULL|LIQUIDATE)", out)
     assert "Traceback" not in demo.stderr()
+    # Nothing a demo user cannot act on: no warnings on the screen (they are in the log
+    # file); alerts are readable lines, never dicts.
+    assert "WARNING" not in demo.stderr(), demo.stderr()
+    for line in out.splitlines():
+        if re.match(r"\d\d:\d\d:\d\d (FIRED|CLEARED) ", line):
+            assert "{" not in line and "'" not in line, line
 
 
 async def test_ctrl_c_stops_cleanly_with_the_broker(tmp_path: Path) -> None:

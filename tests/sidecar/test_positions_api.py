@@ -348,3 +348,91 @@ async def test_exposure_is_the_engines_sums_worked_by_hand() -> None:
         assert e["long_notional_usd"] == pytest.approx(440_000.0)  # 10 × 44,000
         assert e["short_notional_usd"] == pytest.approx(176_000.0)  # 4 × 44,000
         assert e["priced_by"] == "tick"
+
+
+# ---------------------------------------------------------------------- issue 16, part 3
+def configured(pid: str, asset: str, size: float, entry: float, **extra: Any) -> PositionEvent:
+    """A position with its own message fields (`config` bands, `unrealized_pnl`)."""
+    body = {"position_id": pid, "asset": asset, "size": size, "entry_price": entry, "ts": T0,
+            "age_minutes": 60.0, **extra}  # fmt: skip
+    return PositionEvent(
+        pid, PositionMessage.model_validate(body), 0, Lineage("positions", 0, -1, T0)
+    )
+
+
+#: Bands that put any score above 3 in HEDGE_FULL (hedge 100 %), above 2 in HEDGE_PARTIAL
+#: (50 %), below 96 in HOLD (0 %).
+FULL = {"reduce_score": 1.0, "hedge_partial_score": 2.0, "hedge_full_score": 3.0,
+        "liquidate_score": 100.0}  # fmt: skip
+PARTIAL = {"reduce_score": 1.0, "hedge_partial_score": 2.0, "hedge_full_score": 99.0,
+           "liquidate_score": 100.0}  # fmt: skip
+HOLD = {"reduce_score": 96.0, "hedge_partial_score": 97.0, "hedge_full_score": 98.0,
+        "liquidate_score": 99.0}  # fmt: skip
+
+
+def hedged_book() -> Engine:
+    """BTC at 44,000: b1 +10 @ 45,000 hedged 50 %, b2 −4 @ 43,000 hedged 100 %;
+    ETH at 2,000: e1 +5 @ 2,100 held (0 %), its message gives unrealised P&L 123;
+    XRP: x1 +1 @ 0.5, no tick."""
+    engine = Engine()
+    engine.step(
+        [
+            tick("BTC", 44_000.0),
+            tick("ETH", 2_000.0),
+            configured("b1", "BTC", 10.0, 45_000.0, config=PARTIAL),
+            configured("b2", "BTC", -4.0, 43_000.0, config=FULL),
+            configured("e1", "ETH", 5.0, 2_100.0, config=HOLD, unrealized_pnl=123.0),
+            configured("x1", "XRP", 1.0, 0.5),
+        ],
+        T0,
+    )
+    return engine
+
+
+async def test_rows_carry_entry_mark_and_unrealised_pnl() -> None:
+    """Mark = the asset's latest price; unrealised = size × (mark − entry), or the
+    message's own: b1 10 × (44,000 − 45,000) = −10,000; b2 −4 × (44,000 − 43,000) =
+    −4,000; e1 its 123 (not 5 × −100); x1 no price: neither."""
+    async with TestClient(TestServer(create_app(NoRows(hedged_book())))) as c:
+        _, body = await get(c, "/positions")
+        rows = {r["position_id"]: r for r in body["positions"]}
+        got = {p: (r["entry_price"], r["mark_price"], r["unrealized_pnl"]) for p, r in rows.items()}
+        assert got == {
+            "b1": (45_000.0, 44_000.0, pytest.approx(-10_000.0)),
+            "b2": (43_000.0, 44_000.0, pytest.approx(-4_000.0)),
+            "e1": (2_100.0, 2_000.0, 123.0),
+            "x1": (0.5, None, None),
+        }
+        _, one = await get(c, "/positions/b2")
+        assert one["mark_price"] == 44_000.0 and one["unrealized_pnl"] == pytest.approx(-4_000.0)
+
+
+async def test_exposure_gives_the_books_hedged_pnl_worked_by_hand() -> None:
+    """Hedged P&L = Σ size × price × m × (1 − h). BTC: 10 × (1 − 0.5) + −4 × (1 − 1) = 5 BTC
+    left unhedged × 44,000 = 220,000: −11,000 at −5 %, +4,400 at +2 %. ETH: 5 × 2,000 = 10,000
+    unhedged: −500 at −5 %. Book: −11,500 at −5 %, −4,600 at −2 %, +11,500 at +5 %."""
+    async with TestClient(TestServer(create_app(NoRows(hedged_book())))) as c:
+        _, body = await get(c, "/exposure")
+        actions = {r["position_id"]: r["latest_action"] for r in hedged_book().snapshot()}
+        assert actions["b1"]["hedge_pct"] == 0.5 and actions["b2"]["hedge_pct"] == 1.0
+        assert actions["e1"]["hedge_pct"] == 0.0
+        btc, eth = body["assets"]["BTC"], body["assets"]["ETH"]
+        assert btc["hedged_pnl_down_5pct"] == pytest.approx(-11_000.0)
+        assert btc["hedged_pnl_up_2pct"] == pytest.approx(4_400.0)
+        assert btc["pnl_down_5pct"] == pytest.approx(-13_200.0)  # 6 × 44,000 × −5 %
+        assert eth["hedged_pnl_down_5pct"] == pytest.approx(-500.0)
+        b = body["book"]
+        assert b["hedged_pnl_down_5pct"] == pytest.approx(-11_500.0)
+        assert b["hedged_pnl_down_2pct"] == pytest.approx(-4_600.0)
+        assert b["hedged_pnl_up_5pct"] == pytest.approx(11_500.0)
+
+
+async def test_asset_filter_is_case_insensitive_or_says_why_nothing() -> None:
+    async with TestClient(TestServer(create_app(NoRows(hedged_book())))) as c:
+        _, body = await get(c, "/positions", asset="btc")
+        assert [r["position_id"] for r in body["positions"]] == ["b1", "b2"]
+        assert "note" not in body
+        status, body = await get(c, "/positions", asset="sol")
+        assert status == 200 and body["positions"] == [] and body["total"] == 0
+        assert body["note"].startswith("no position of asset SOL in this instance's table")
+        assert "assets here: BTC, ETH, XRP" in body["note"]

@@ -37,6 +37,7 @@
       again: false,
       loaded: 0,
     },
+    conn: "connecting",   // the event stream: connecting | live | reconnecting | unsupported
     flash: new Set(),     // position ids updated since the last render
     serverSkew: 0,        // server clock - local clock, ms
     updates: 0,
@@ -69,6 +70,11 @@
     return (x < 0 ? "−" : "") + a.toLocaleString("en-US", { maximumFractionDigits: d });
   }
   function pts(x) { return num(x) ? x.toFixed(1) : "–"; }
+  function price(x) {
+    if (!num(x)) return "–";
+    var d = x >= 1000 ? 1 : x >= 1 ? 3 : 5;
+    return x.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+  }
   function signClass(x) { return num(x) ? (x > 0 ? "pos" : x < 0 ? "neg" : "") : ""; }
   function now() { return Date.now() + state.serverSkew; }
   function dur(ms) {
@@ -99,22 +105,18 @@
       case "position_id": return row.position_id;
       case "asset": return row.asset;
       case "size": return row.size;
+      case "entry": return row.entry_price || 0;
+      case "mark": return num(row.mark_price) ? row.mark_price : -Infinity;
+      case "upnl": return num(row.unrealized_pnl) ? row.unrealized_pnl : -Infinity;
       case "notional": return a.position_notional_usd || 0;
       case "action": return ACTIONS.indexOf(a.action);
       case "score": return num(a.risk_score) ? a.risk_score : -1;
-      case "loss": return b.loss_severity || 0;
-      case "age": return b.position_age || 0;
-      case "vol": return b.volatility_regime || 0;
-      case "liq": return b.size_vs_liquidity || 0;
       case "hedge": return a.hedge_pct || 0;
       case "cost": return h.total_cost_usd || 0;
       case "pnl_d5": return p.move_down_5pct || 0;
-      case "pnl_d2": return p.move_down_2pct || 0;
-      case "pnl_u2": return p.move_up_2pct || 0;
       case "pnl_u5": return p.move_up_5pct || 0;
       case "stale": return a.stale_market_data ? 1 : 0;
       case "next": return row.next_evaluation_ts || Infinity;
-      case "updated": return a.assessed_at || 0;
     }
     return 0;
   }
@@ -138,15 +140,28 @@
     document.body.dataset.rows = String(state.rows.size);
   }
 
+  // One status element, one state at a time: what the page knows now. While the stream is
+  // down the engine's readiness is not known, so it is not shown ("reconnecting…" alone).
+  var STATUS = {
+    connecting: ["pill-wait", "connecting…", "opening the server push (SSE) stream /events"],
+    reconnecting: ["pill-wait", "reconnecting…", "the event stream dropped; the browser retries every 2 s"],
+    unsupported: ["pill-bad", "no live updates", "this browser has no EventSource: reload in another"],
+    live: ["pill-ok", "live", "connected to /events"],
+    ready: ["pill-ok", "live · engine ready", "connected to /events; GET /readyz: 200"],
+    "not-ready": ["pill-bad", "live · engine not ready", ""],
+  };
+  function statusState() {
+    var st = state.status || {};
+    if (state.conn !== "live") return state.conn;
+    return st.ready === true ? "ready" : st.ready === false ? "not-ready" : "live";
+  }
   function renderStatus() {
     var st = state.status || {};
-    var ready = document.getElementById("ready");
-    if (st.ready === true) {
-      ready.className = "pill pill-ok"; ready.textContent = "engine ready"; ready.title = "GET /readyz: 200";
-    } else if (st.ready === false) {
-      ready.className = "pill pill-bad"; ready.textContent = "engine not ready";
-      ready.title = (st.reasons || []).join("\n");
-    }
+    var el = document.getElementById("status"), key = statusState(), s = STATUS[key];
+    el.className = "pill " + s[0];
+    el.textContent = s[1];
+    el.title = key === "not-ready" ? "GET /readyz: 503\n" + (st.reasons || []).join("\n") : s[2];
+    el.dataset.state = key;
     var n = num(st.positions) ? st.positions : state.rows.size;
     document.getElementById("count").textContent = n.toLocaleString("en-US") + (n === 1 ? " position" : " positions");
     if (state.lastUpdate) document.getElementById("clock").textContent = clock(state.lastUpdate);
@@ -187,19 +202,51 @@
       usd(saving) + "</b> vs hedging each alone</div>";
   }
 
+  // The limit of a card's scope ("asset:BTC", "book") and its breaches (GET /exposure's).
+  var LIMIT_NAMES = { max_net_notional_usd: "net", max_gross_notional_usd: "gross" };
+  function limitOf(scope) {
+    var d = state.desk || {}, l = (d.limits || {})[scope] || {};
+    var breaches = (d.breaches || []).filter(function (b) { return b.scope === scope; });
+    // The net limit first (what the desk watches), else the gross.
+    var key = num(l.max_net_notional_usd) ? "max_net_notional_usd"
+      : num(l.max_gross_notional_usd) ? "max_gross_notional_usd" : null;
+    return { key: key, limit: key ? l[key] : null, breaches: breaches };
+  }
+
+  // |net| (or gross) notional against its limit: the bar is filled to the value, the line
+  // marks the limit; past it the fill is red. The scale leaves room on both sides.
+  function limitBar(e, lim) {
+    if (!lim.key) return "";
+    var value = lim.key === "max_net_notional_usd" ? Math.abs(e.net_notional_usd || 0) : (e.gross_notional_usd || 0);
+    var scale = Math.max(value, lim.limit) * 1.25 || 1;
+    var over = value > lim.limit;
+    var what = LIMIT_NAMES[lim.key];
+    return '<div class="xlimit' + (over ? " over" : "") + '" title="' + what + " notional " + usd(value) +
+      " against its limit " + usd(lim.limit) + ' (the line)"><span class="fill" style="width:' +
+      (value / scale * 100).toFixed(1) + '%"></span><span class="mark" style="left:' +
+      (lim.limit / scale * 100).toFixed(1) + '%"></span></div>' +
+      '<div class="xlimit-text small"><span class="muted">' + what + " ≤ " + usd(lim.limit) + "</span>" +
+      (over ? '<span class="breach-tag">LIMIT BREACHED</span>' : '<span class="muted">within</span>') + "</div>";
+  }
+
   function card(name, e, cls, title) {
     var gross = e.gross_notional_usd || 0;
     var longShare = gross > 0 ? (e.long_notional_usd || 0) / gross * 100 : 50;
-    var extra = cls.indexOf("book") >= 0
+    var isBook = cls.indexOf("book") >= 0;
+    var lim = limitOf(isBook ? "book" : "asset:" + name);
+    if (lim.breaches.length) cls += " breached";
+    var extra = isBook
       ? (num(e.saving_usd) ? '<div class="xadvice">' + savingHtml(e.saving_usd) + "</div>" : "")
       : netAdvice(name, e);
-    return '<div class="xcard ' + cls + '" data-asset="' + esc(name) + '">' +
+    return '<div class="xcard ' + cls + '" data-asset="' + esc(name) + '"' +
+      (lim.breaches.length ? ' data-breached="1"' : "") + ">" +
       '<div class="xhead"><span class="xasset">' + esc(title || name) + '</span><span class="muted small">' +
       e.positions + " pos" + (num(e.long) && num(e.short) ? " · " + e.long + "L/" + e.short + "S" : "") +
       "</span></div>" +
       '<div class="xnet ' + signClass(e.net_notional_usd) + '" title="net notional (long − short)">' +
       usd(e.net_notional_usd, true) + '<span class="xgross">gross ' + usd(gross) + "</span></div>" +
-      '<div class="xbar" title="long vs short notional"><span style="width:' + longShare.toFixed(1) + '%"></span></div>' +
+      '<div class="xbar" title="long (green) vs short (red) share of the gross notional"><span style="width:' + longShare.toFixed(1) + '%"></span></div>' +
+      limitBar(e, lim) +
       '<div class="xpnl" title="P&amp;L if the price moves, as held and with every advised hedge placed">' +
       "<span></span><span>as held</span><span>hedged</span>" +
       pnlCells("−5%", e, "down_5pct") + pnlCells("+5%", e, "up_5pct") + "</div>" + extra + "</div>";
@@ -251,6 +298,11 @@
       book.hedged_pnl_down_5pct = null; book.hedged_pnl_up_5pct = null;
     }
     if (whole && state.desk.book && num(state.desk.book.saving_usd)) book.saving_usd = state.desk.book.saving_usd;
+    // The book's own figures when the engine gives them (GET /exposure's `book`: its
+    // hedged P&L is Σ size × price × m × (1 − h) over every position), not the page's sums.
+    var b = (state.desk || {}).book;
+    if (b) ["pnl_down_5pct", "pnl_up_5pct", "hedged_pnl_down_5pct", "hedged_pnl_up_5pct",
+      "net_notional_usd", "gross_notional_usd"].forEach(function (k) { if (num(b[k])) book[k] = b[k]; });
     html.unshift(card("Book", book, "book", whole ? "Whole book" : "This instance"));
     el.innerHTML = html.join("");
     var atTick = names.every(function (n) { return state.exposure[n].priced_by !== "last_action"; });
@@ -259,6 +311,19 @@
       "; P&L if each asset moves ±5% · click an asset to filter the table";
   }
 
+  // The desk's controls in words: the limits in force, what breaks them, the active alerts.
+  function scopeName(scope) { return String(scope).indexOf("asset:") === 0 ? scope.slice(6) : scope; }
+  function limitLabel(b) {
+    return (LIMIT_NAMES[b.limit] || b.limit) + " notional limit " + scopeName(b.scope);
+  }
+  function alertLabel(a) {
+    var d = a.details || {};
+    if (a.kind === "exposure_limit" && d.scope) return limitLabel(d);
+    if (a.kind === "stale_market_data") return "stale market data " + (d.asset || "");
+    if (a.kind === "liquidate") return "LIQUIDATE " + (d.position_id || "");
+    if (a.kind === "dlq_rate") return "dead letters: " + d.dlq_last_minute + " in a minute";
+    return a.key;
+  }
   function renderDesk() {
     var el = document.getElementById("desk");
     var d = state.desk;
@@ -270,19 +335,31 @@
         var l = d.limits[s], out = [];
         if (l.max_net_notional_usd != null) out.push("net ≤ " + usd(l.max_net_notional_usd));
         if (l.max_gross_notional_usd != null) out.push("gross ≤ " + usd(l.max_gross_notional_usd));
-        return esc(s) + " " + out.join(", ");
+        return esc(scopeName(s)) + " " + out.join(", ");
       }).join(" · "));
     } else {
       parts.push("No notional limits set (risk-config)");
     }
     (d.breaches || []).forEach(function (b) {
-      parts.push('<span class="badge a-LIQUIDATE">BREACH</span> ' + esc(b.scope) + " " +
-        esc(b.limit) + ": " + usd(b.value_usd) + " > " + usd(b.limit_usd));
+      parts.push('<span class="badge a-HEDGE_FULL">BREACH</span> ' + esc(limitLabel(b)) + ": " +
+        usd(b.value_usd) + " > " + usd(b.limit_usd));
     });
     var alerts = d.alerts_active || [];
-    parts.push(alerts.length ? alerts.length + " active alert(s): " +
-      alerts.map(function (a) { return esc(a.key); }).join(", ") : "no active alerts");
+    parts.push(alerts.length ? alerts.length + " active alert" + (alerts.length === 1 ? "" : "s") + ": " +
+      alerts.map(function (a) { return esc(alertLabel(a)); }).join(", ") : "no active alerts");
     el.innerHTML = parts.join(" · ");
+    // The latest alerts as lines: "21:03:04 FIRED net notional limit BTC: $6.1M > $5.0M".
+    document.getElementById("alerts").innerHTML = (d.alerts_recent || []).slice().reverse()
+      .map(function (a) {
+        var fired = a.state === "fired", det = a.details || {};
+        var what = alertLabel(a);
+        if (a.kind === "exposure_limit" && fired && num(det.value_usd)) {
+          what += ": " + usd(det.value_usd) + " > " + usd(det.limit_usd);
+        }
+        return '<li class="' + (fired ? "fired" : "cleared") + '"><span class="t">' +
+          (num(a.ts) ? clock(a.ts).slice(0, 8) : "") + "</span> <b>" + (fired ? "FIRED" : "CLEARED") +
+          "</b> " + esc(what) + "</li>";
+      }).join("");
   }
 
   function pnlCell(p, move, hedged) {
@@ -295,7 +372,10 @@
     var a = actionOf(row);
     var pid = esc(row.position_id);
     var cls = state.flash.has(row.position_id) ? "flash" : "";
-    var size = '<td class="num ' + signClass(row.size) + '">' + qty(row.size) + "</td>";
+    var size = '<td class="num ' + signClass(row.size) + '">' + qty(row.size) + "</td>" +
+      '<td class="num">' + price(row.entry_price) + "</td>" +
+      '<td class="num">' + price(row.mark_price) + "</td>";
+    var upnl = '<td class="num ' + signClass(row.unrealized_pnl) + '">' + usd(row.unrealized_pnl, true) + "</td>";
     if (!a) {
       // What it waits for, and why (e.g. "volatility_1d: estimating from prices: 5 of 20
       // returns so far"), as the engine's /positions row says.
@@ -304,14 +384,16 @@
         return w[f] ? f + " (" + w[f] + ")" : f;
       }).join("; ");
       return '<tr data-position-id="' + pid + '" class="waiting ' + cls + '"><td class="pid">' + pid +
-        '<span class="sub">' + esc(row.asset) + "</span></td>" + size + '<td class="num">–</td><td>' + badge("WAITING") +
-        '</td><td colspan="14" class="waiting-for">waiting for market data' + (waiting ? ": " + esc(waiting) : "") + "</td></tr>";
+        '<span class="sub">' + esc(row.asset) + "</span></td>" + size + '<td class="num">–</td>' + upnl + "<td>" + badge("WAITING") +
+        '</td><td colspan="7" class="waiting-for">waiting for market data' + (waiting ? ": " + esc(waiting) : "") + "</td></tr>";
     }
     var b = a.risk_breakdown || {};
     var p = a.pnl_scenarios || {};
     var h = a.suggested_hedge;
     var total = 100;
-    var stack = '<span class="stack" title="loss / age / vol / liquidity">' +
+    var parts = "loss " + pts(b.loss_severity) + " / 30 · age " + pts(b.position_age) + " / 20 · vol " +
+      pts(b.volatility_regime) + " / 25 · liquidity " + pts(b.size_vs_liquidity) + " / 15";
+    var stack = '<span class="stack" title="' + parts + '">' +
       '<span class="s-loss" style="width:' + ((b.loss_severity || 0) / total * 100).toFixed(1) + '%"></span>' +
       '<span class="s-age" style="width:' + ((b.position_age || 0) / total * 100).toFixed(1) + '%"></span>' +
       '<span class="s-vol" style="width:' + ((b.volatility_regime || 0) / total * 100).toFixed(1) + '%"></span>' +
@@ -332,16 +414,14 @@
     var reasoning = esc(a.reasoning || "");
     return '<tr data-position-id="' + pid + '" data-action="' + esc(a.action) + '" class="' + cls + '" title="' + reasoning + '">' +
       '<td class="pid">' + pid + '<span class="sub">' + esc(row.asset) + "</span></td>" + size +
-      '<td class="num">' + usd(a.position_notional_usd) + "</td>" +
+      '<td class="num">' + usd(a.position_notional_usd) + "</td>" + upnl +
       "<td>" + badge(a.action) + '<span class="sub">' + esc(a.trigger || "") + "</span></td>" +
-      '<td class="num"><span class="score">' + stack + "<b>" + pts(a.risk_score) + "</b></span></td>" +
-      '<td class="num c-loss">' + pts(b.loss_severity) + '</td><td class="num c-age">' + pts(b.position_age) +
-      '</td><td class="num c-vol">' + pts(b.volatility_regime) + '</td><td class="num c-liq">' + pts(b.size_vs_liquidity) + "</td>" +
+      '<td class="num" title="' + parts + '"><span class="score">' + stack + "<b>" + pts(a.risk_score) + "</b></span></td>" +
       hedgeCell +
-      pnlCell(p, "down_5pct", hedged) + pnlCell(p, "down_2pct", hedged) + pnlCell(p, "up_2pct", hedged) + pnlCell(p, "up_5pct", hedged) +
+      pnlCell(p, "down_5pct", hedged) + pnlCell(p, "up_5pct", hedged) +
       "<td>" + stale + "</td>" +
-      '<td class="num" data-due="' + (num(due) ? due : "") + '">' + dueText(due) + '<span class="sub">every ' + esc(a.re_evaluate_minutes) + "m</span></td>" +
-      '<td class="num" data-at="' + (a.assessed_at || "") + '">' + agoText(a.assessed_at) + "</td></tr>";
+      '<td class="num" data-due="' + (num(due) ? due : "") + '" title="every ' + esc(a.re_evaluate_minutes) + ' min">' + dueText(due) +
+      '<span class="sub" data-at="' + (a.assessed_at || "") + '">' + agoText(a.assessed_at) + "</span></td></tr>";
   }
 
   function dueText(due) {
@@ -370,7 +450,7 @@
       : (state.asset || state.action) ? "no position matches" : "no open positions";
     tbody.innerHTML = rows.length
       ? rows.map(rowHtml).join("")
-      : '<tr class="empty-row"><td colspan="18">' + esc(empty) + "</td></tr>";
+      : '<tr class="empty-row"><td colspan="14">' + esc(empty) + "</td></tr>";
     state.flash.clear();
     renderPager();
     document.querySelectorAll("th[data-sort]").forEach(function (th) {
@@ -527,18 +607,14 @@
   }
 
   function connect() {
-    var conn = document.getElementById("conn");
     if (!window.EventSource) {
-      conn.className = "pill pill-bad"; conn.textContent = "no EventSource support";
+      state.conn = "unsupported";
+      renderStatus();
       return;
     }
     var es = new EventSource("/events");
-    es.onopen = function () { conn.className = "pill pill-ok"; conn.textContent = "live"; conn.title = "connected to /events"; };
-    es.onerror = function () {
-      conn.className = "pill pill-wait";
-      conn.textContent = "reconnecting…";
-      conn.title = "the event stream dropped; the browser retries every 2 s";
-    };
+    es.onopen = function () { state.conn = "live"; renderStatus(); };
+    es.onerror = function () { state.conn = "reconnecting"; renderStatus(); };
     es.addEventListener("snapshot", parse(onSnapshot));
     es.addEventListener("update", parse(onUpdate));
     es.addEventListener("action", parse(onAction));
