@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         depth,
         depth,
     )
+    if args.ticks == "-" and args.positions == "-":
+        raise UsageError("only one input can be standard input (-): give the other as a file")
     t_load = time.perf_counter()
     ticks = load_ticks(
         args.ticks,
@@ -162,6 +164,16 @@ def run(args: argparse.Namespace) -> int:
     from stream_risk.replay.sweep import parse_sweeps, policies, run_sweep
 
     pols = policies(settings.risk, parse_sweeps(args.sweep))
+    if not records:
+        where = f"{args.positions} holds no position records" if args.positions else (
+            "no positions were given"
+        )
+        raise UsageError(
+            f"{where}, so there is nothing to assess: pass --positions FILE (JSONL/CSV/Parquet "
+            "records shaped like `positions` messages) or --position [ID=]ASSET:SIZE@ENTRY, "
+            f"e.g. --position {ticks.assets[0] if ticks.assets else 'ETH'}:10@"
+            f"{float(ticks.price[0]) if len(ticks) else 3400:g}"
+        )
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = Engine(engine_config)
