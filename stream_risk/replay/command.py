@@ -165,8 +165,10 @@ def run(args: argparse.Namespace) -> int:
 
     pols = policies(settings.risk, parse_sweeps(args.sweep))
     if not records:
-        where = f"{args.positions} holds no position records" if args.positions else (
-            "no positions were given"
+        where = (
+            f"{args.positions} holds no position records"
+            if args.positions
+            else ("no positions were given")
         )
         raise UsageError(
             f"{where}, so there is nothing to assess: pass --positions FILE (JSONL/CSV/Parquet "

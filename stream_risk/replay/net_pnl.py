@@ -19,7 +19,8 @@ The rule (the net advice is `book.net`'s, the sums are the engine's):
   into a tick is under the hedge held after every change strictly before that tick; each
   change of the hedge held pays `|Δ held| × price × spot_spread_bps / 10⁴` at the latest
   tick's price and spread; hedges open at the end are not unwound; a perp hedge (the net
-  advice's instrument) pays or receives funding over each move as in `pnl.py`. A change is a hedge change; its traded notional is `|Δ held| × price`.
+  advice's instrument) pays or receives funding over each move as in `pnl.py`. A change
+  is a hedge change; its traded notional is `|Δ held| × price`.
 - The net path of the book = the book's unhedged path + each asset's net hedge P&L − its
   costs (the same unhedged path as the other two lines).
 

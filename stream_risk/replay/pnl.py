@@ -100,12 +100,16 @@ def _last_at_each_time(ts: NDArray[np.int64]) -> NDArray[np.bool_]:
     return last
 
 
+#: An asset's distinct tick times, prices, spreads (bps) and funding rates.
+_Series = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+
+
 class _AssetPrices:
     """Distinct-time prices, spreads and funding of each asset (the last tick at each time)."""
 
     def __init__(self, tl: Timeline) -> None:
         t = tl.ticks
-        self.data: dict[str, tuple[NDArray[np.int64], ...]] = {}
+        self.data: dict[str, _Series] = {}
         if len(t) == 0:
             return
         order = np.argsort(t.asset, kind="stable")

@@ -78,7 +78,8 @@ def to_ts(
         given = arr[r].as_py()
         how = f" (epoch {read_as})" if read_as in ("ms", "s") else ""
         return (
-            f"column {col_name!r} holds {given!r}, read as {_shown(int(ms[r]))}{how}: outside {ms_to_iso(EARLIEST_MS)[:10]} .. "
+            f"column {col_name!r} holds {given!r}, read as {_shown(int(ms[r]))}{how}: "
+            f"outside {ms_to_iso(EARLIEST_MS)[:10]} .. "
             f"{ms_to_iso(hi)[:10]} (now + 1 year); {unit_hint(int(ms[r]), read_as, hi)}"
         )
 
