@@ -198,22 +198,28 @@ def run(args: argparse.Namespace) -> int:
             sweep_rows = run_sweep(timeline, engine_config, pols, args.path, bar)
 
     from stream_risk.replay.net_pnl import net_hedging
-    from stream_risk.replay.pnl import position_paths
+    from stream_risk.replay.pnl import book_path, position_paths
+    from stream_risk.replay.ranking import RANK_BY
     from stream_risk.replay.render import write_chart, write_html, write_json
-    from stream_risk.replay.report import summarize
+    from stream_risk.replay.report import STATIC_H, summarize
+    from stream_risk.replay.sweep import never_binds, rank
     from stream_risk.replay.timestamps import ms_to_iso
 
     paths = position_paths(timeline, log)
+    threshold = settings.risk.funding_threshold
+    static = position_paths(timeline, log, STATIC_H, threshold)
     t_net = time.perf_counter()
     net = net_hedging(timeline, log, engine_config, paths)
     net_s = time.perf_counter() - t_net
-    summary = summarize(timeline, log, paths, net)
+    summary = summarize(timeline, log, paths, net, static, threshold)
     report: dict[str, Any] = {
         "inputs": {
-            "ticks_file": str(args.ticks),
+            "ticks_file": "<stdin>" if args.ticks == "-" else str(args.ticks),
             "tick_records": len(ticks),
             "assets": ", ".join(ticks.assets),
-            "positions_file": str(args.positions) if args.positions else None,
+            "positions_file": ("<stdin>" if args.positions == "-" else str(args.positions))
+            if args.positions
+            else None,
             "position_records": len(records),
             "from": ms_to_iso(timeline.start) if len(timeline.times) else None,
             "to": ms_to_iso(timeline.until) if len(timeline.times) else None,
@@ -232,14 +238,44 @@ def run(args: argparse.Namespace) -> int:
         **summary,
         "rejected": log.rejected,
     }
+    notes: list[str] = []
     if sweep_rows:
-        report["sweep"] = sweep_rows
+        report["sweep"] = sweep_rows  # in the order given, each with its rank
+        sweep_rows = rank(sweep_rows, args.rank_by)
+        notes = never_binds(sweep_rows)
+        report["sweep_ranking"] = {
+            "rank_by": args.rank_by,
+            "meaning": RANK_BY[args.rank_by][2],
+            "best_first": [r["label"] for r in sweep_rows],
+            "notes": notes,
+        }
     write_json(out_dir / "report.json", report)
-    write_chart(out_dir / "chart.png", paths, log, f"stream-risk replay: {args.ticks}", net.book)
-    write_html(out_dir / "report.html", report, "chart.png")
+    shown = report["inputs"]["ticks_file"]
+    write_chart(
+        out_dir / "chart.png",
+        paths,
+        log,
+        f"stream-risk replay: {shown}",
+        net.book,
+        book_path(static),
+    )
+    files = ["actions.jsonl", "report.json", "report.html", "chart.png"]
+    if sweep_rows:
+        from stream_risk.replay.render import write_sweep_chart
+
+        write_sweep_chart(out_dir / "sweep.png", sweep_rows, args.rank_by)
+        files.append("sweep.png")
+    write_html(
+        out_dir / "report.html",
+        {**report, "sweep": sweep_rows} if sweep_rows else report,  # best first
+        "chart.png",
+        "sweep.png" if sweep_rows else None,
+    )
 
     _print_summary(summary, sweep_rows, len(ticks), len(records), ticks.vol_source)
-    print(f"wrote {out_dir}/actions.jsonl, report.json, report.html, chart.png")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {out_dir}/{', '.join(files)}")
     rate = len(ticks) / run_s if run_s > 0 else float("inf")
     err(
         f"{args.path} path: {len(ticks):,} ticks in {run_s:.3f} s ({rate:,.0f} ticks/s); "
@@ -287,10 +323,24 @@ def _print_summary(
         f"turnover: {to['hedge_changes']:,} hedge changes, traded notional "
         f"{to['traded_notional_usd']:,.2f}, cost {to['cost_usd']:,.2f}"
     )
+    from stream_risk.replay.render import usd
+
+    for p in summary.get("paths", {}).values():
+        rr = p["return_risk"]
+        print(
+            f"{p['name']}: final P&L {usd(p['final_pnl_usd'])}, hedge cost "
+            f"{usd(p['hedge_cost_usd'])} (spread {usd(p['spread_cost_usd'])}, funding "
+            f"{usd(p['funding_cost_usd'])}), max drawdown {usd(p['max_drawdown_usd'])}, "
+            f"longest under water {p['longest_under_water_hours']:,.1f} h, daily vol "
+            f"{usd(p['daily_vol_usd'])}, return/risk "
+            f"{'–' if rr is None else f'{rr:,.2f}'}"
+        )
+    if sweep_rows:
+        print("sweep, best first:")
     for row in sweep_rows:
         s = row["summary"]
         print(
-            f"  sweep {row['label']}: {s['hedge_changes']:,} hedge changes, hedge cost "
+            f"  {row['rank']}. {row['label']}: {s['hedge_changes']:,} hedge changes, hedge cost "
             f"{s['hedge_cost_usd']:,.2f}, max drawdown hedged {s['max_drawdown_hedged']:,.2f} "
             f"(unhedged {s['max_drawdown_unhedged']:,.2f}), final P&L hedged "
             f"{s['final_pnl_hedged']:,.2f}; net hedging cost {s['net_hedge_cost_usd']:,.2f} "
