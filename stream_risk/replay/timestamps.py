@@ -39,6 +39,12 @@ def unit_hint(ms: int, unit: str, hi: int | None = None) -> str:
     def ok(v: float) -> bool:
         return EARLIEST_MS <= v <= hi
 
+    if unit not in ("ms", "s"):  # a date, not a number: no unit to suggest
+        return (
+            "a date before 2000: check the data (or --map ts=COLUMN)"
+            if ms < EARLIEST_MS
+            else "a date too far ahead: check the data (or --map ts=COLUMN)"
+        )
     if unit == "ms" and ok(ms * 1000.0):
         return "these look like epoch seconds read as ms: pass --ts-unit s"
     if unit == "s" and ok(ms / 1000.0):
@@ -75,10 +81,11 @@ def to_ts(
     col_name = column or name
 
     def why(r: int) -> str:
-        given = arr[r].as_py()
+        value = arr[r].as_py()
+        given = value.isoformat() if isinstance(value, dt.date) else repr(value)
         how = f" (epoch {read_as})" if read_as in ("ms", "s") else ""
         return (
-            f"column {col_name!r} holds {given!r}, read as {_shown(int(ms[r]))}{how}: "
+            f"column {col_name!r} holds {given}, read as {_shown(int(ms[r]))}{how}: "
             f"outside {ms_to_iso(EARLIEST_MS)[:10]} .. "
             f"{ms_to_iso(hi)[:10]} (now + 1 year); {unit_hint(int(ms[r]), read_as, hi)}"
         )
