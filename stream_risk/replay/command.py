@@ -291,60 +291,68 @@ def _print_summary(
     n_records: int,
     vol_source: str,
 ) -> None:
-    """The report's headline figures on stdout: actions, book P&L, turnover, sweep rows."""
+    """The report's headline figures on stdout (USD): actions; the three paths' P&L, costs,
+    turnover and risk; net hedging; turnover; the sweep, best first."""
+    from stream_risk.replay.render import usd
+
     acts = summary["actions"]
-    book = summary["pnl"]["book"]
     by = ", ".join(f"{a} {n}" for a, n in acts["by_action"].items() if n)
     print(
         f"replayed {n_ticks:,} ticks and {n_records:,} position records "
         f"({vol_source} vol): {acts['published']:,} actions ({by or 'none'}), "
         f"{acts['tombstones']} tombstones"
     )
+    n_days = 0
+    for key, p in summary["paths"].items():
+        n_days = p["days"]
+        rr = p["return_risk"]
+        costs = (
+            ""
+            if key == "unhedged"
+            else f", hedge cost {usd(p['hedge_cost_usd'])} (spread {usd(p['spread_cost_usd'])}"
+            f", funding {usd(p['funding_cost_usd'])}), {p['hedge_changes']:,} hedge changes "
+            f"trading {usd(p['traded_notional_usd'])}"
+        )
+        print(
+            f"{p['name']}: final P&L {usd(p['final_pnl_usd'])}{costs}; max drawdown "
+            f"{usd(p['max_drawdown_usd'])}, longest under water "
+            f"{p['longest_under_water_hours']:,.1f} h, daily vol {usd(p['daily_vol_usd'])}, "
+            f"return/risk {'–' if rr is None else f'{rr:,.2f}'}"
+        )
     print(
-        f"book P&L unhedged {book['final_pnl_unhedged']:,.2f} (max drawdown "
-        f"{book['max_drawdown_unhedged']:,.2f}), following the advice "
-        f"{book['final_pnl_hedged']:,.2f} (max drawdown {book['max_drawdown_hedged']:,.2f}), "
-        f"hedge cost {summary['hedge_cost']['total_usd']:,.2f}"
+        f"  (return/risk = mean daily P&L / its std × √365 over {n_days} UTC day(s); "
+        "– with fewer than 2)"
     )
     nh = summary.get("net_hedging")
     if nh is not None:
         each, net = nh["per_position"], nh["net"]
         pct = "" if nh["saving_pct"] is None else f" ({nh['saving_pct']:.1f} %)"
         print(
-            f"hedge cost: each position hedged on its own {each['hedge_cost_usd']:,.2f} "
-            f"({each['hedge_changes']:,} changes, traded {each['traded_notional_usd']:,.2f}, "
-            f"final P&L {each['final_pnl']:,.2f}, max drawdown {each['max_drawdown']:,.2f}); "
-            f"net hedging {net['hedge_cost_usd']:,.2f} ({net['hedge_changes']:,} changes, "
-            f"traded {net['traded_notional_usd']:,.2f}, final P&L {net['final_pnl']:,.2f}, "
-            f"max drawdown {net['max_drawdown']:,.2f}); saving {nh['saving_usd']:,.2f}{pct}"
+            f"hedge cost: each position hedged on its own {usd(each['hedge_cost_usd'])} "
+            f"({each['hedge_changes']:,} changes, traded {usd(each['traded_notional_usd'])}, "
+            f"final P&L {usd(each['final_pnl'])}, max drawdown {usd(each['max_drawdown'])}); "
+            f"net hedging {usd(net['hedge_cost_usd'])} ({net['hedge_changes']:,} changes, "
+            f"traded {usd(net['traded_notional_usd'])}, final P&L {usd(net['final_pnl'])}, "
+            f"max drawdown {usd(net['max_drawdown'])}); saving {usd(nh['saving_usd'])}{pct}"
         )
     to = summary["turnover"]
     print(
         f"turnover: {to['hedge_changes']:,} hedge changes, traded notional "
-        f"{to['traded_notional_usd']:,.2f}, cost {to['cost_usd']:,.2f}"
+        f"{usd(to['traded_notional_usd'])}, cost {usd(to['cost_usd'])}; the advised hedge "
+        f"fraction changed {to['hedge_pct_changes']:,} times"
     )
-    from stream_risk.replay.render import usd
-
-    for p in summary.get("paths", {}).values():
-        rr = p["return_risk"]
-        print(
-            f"{p['name']}: final P&L {usd(p['final_pnl_usd'])}, hedge cost "
-            f"{usd(p['hedge_cost_usd'])} (spread {usd(p['spread_cost_usd'])}, funding "
-            f"{usd(p['funding_cost_usd'])}), max drawdown {usd(p['max_drawdown_usd'])}, "
-            f"longest under water {p['longest_under_water_hours']:,.1f} h, daily vol "
-            f"{usd(p['daily_vol_usd'])}, return/risk "
-            f"{'–' if rr is None else f'{rr:,.2f}'}"
-        )
     if sweep_rows:
         print("sweep, best first:")
     for row in sweep_rows:
         s = row["summary"]
+        rr = s["return_risk"]
         print(
-            f"  {row['rank']}. {row['label']}: {s['hedge_changes']:,} hedge changes, hedge cost "
-            f"{s['hedge_cost_usd']:,.2f}, max drawdown hedged {s['max_drawdown_hedged']:,.2f} "
-            f"(unhedged {s['max_drawdown_unhedged']:,.2f}), final P&L hedged "
-            f"{s['final_pnl_hedged']:,.2f}; net hedging cost {s['net_hedge_cost_usd']:,.2f} "
-            f"(saving {s['net_saving_usd']:,.2f})"
+            f"  {row['rank']}. {row['label']}: final P&L {usd(s['final_pnl_hedged'])}, max "
+            f"drawdown {usd(s['max_drawdown_hedged'])} (unhedged "
+            f"{usd(s['max_drawdown_unhedged'])}), return/risk "
+            f"{'–' if rr is None else f'{rr:,.2f}'}, hedge cost {usd(s['hedge_cost_usd'])} "
+            f"({s['hedge_changes']:,} changes); net hedging cost "
+            f"{usd(s['net_hedge_cost_usd'])}"
         )
 
 

@@ -204,8 +204,9 @@ def summarize(
             day = dt.datetime.fromtimestamp(t / 1000, dt.UTC).strftime("%Y-%m-%d")
             per_day[day] = per_day.get(day, 0.0) + c
     trades = int(sum(int((p.traded > 0).sum()) for p in paths.values()))
-    total_cost = float(sum(float(p.cost.sum()) for p in paths.values()))
-    total_funding = float(sum(float(p.funding.sum()) for p in paths.values()))
+    # The book's sums: the same numbers as the paths' (`three_paths`), to the cent.
+    total_cost = float(book.cost.sum())
+    total_funding = float(book.funding.sum())
     out: dict[str, Any] = {
         "actions": {
             "published": sum(v for k, v in by_action.items() if k >= 0),
@@ -223,8 +224,8 @@ def summarize(
             "per_day_usd": dict(sorted(per_day.items())),
         },
         "turnover": {
-            "hedge_changes": int(sum(int(p.changes.sum()) for p in paths.values())),
-            "traded_notional_usd": float(sum(float(p.traded.sum()) for p in paths.values())),
+            "hedge_changes": int(book.changes.sum()),
+            "traded_notional_usd": float(book.traded.sum()),
             "cost_usd": total_cost,
             "hedge_pct_changes": hedge_pct_changes(log),
         },
