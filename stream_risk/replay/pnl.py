@@ -301,8 +301,11 @@ def book_path(paths: Mapping[str, PnlPath]) -> PnlPath:
     h = np.cumsum(dh[order])
     last = _last_at_each_time(ts)  # one point per time: the value after everything at it
 
+    starts = np.flatnonzero(np.concatenate(([True], ts[1:] != ts[:-1])))
+
     def per_time(x: NDArray[Any]) -> NDArray[Any]:
-        return np.diff(np.cumsum(x[order])[last], prepend=x.dtype.type(0))
+        # Summed per time (not a difference of running sums: those lose the cents).
+        return np.add.reduceat(x[order], starts) if len(starts) else x[:0]
 
     return PnlPath(
         ts[last],

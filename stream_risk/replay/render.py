@@ -484,8 +484,8 @@ def write_html(
         f"spread {usd(hc.get('spread_usd', hc['total_usd']))}, funding "
         f"{usd(hc.get('funding_usd', 0.0))} (negative: received).</p>"
         + _table(
-            [{"day": d, "usd": v} for d, v in hc["per_day_usd"].items()],
-            headers={"day": "day (UTC)", "usd": "hedge cost ($)"},
+            [{"day": d, "cost_usd": v} for d, v in hc["per_day_usd"].items()],
+            headers={"day": "day (UTC)", "cost_usd": "hedge cost: spread + funding ($)"},
         )
     )
     nh = r.get("net_hedging")
