@@ -212,7 +212,7 @@ def usd(v: float | None, decimals: int = 2) -> str:
     """`$1,234.56`, `−$12.00`; `–` for none."""
     if v is None or v != v:
         return "–"
-    sign = "−" if v < 0 else ""
+    sign = "−" if round(v, decimals) < 0 else ""  # no "−$0.00"
     return f"{sign}${abs(v):,.{decimals}f}"
 
 
@@ -511,7 +511,10 @@ def write_html(
             )
             + f"<p>Net hedging saves {usd(nh['saving_usd'])}{pct} of hedge cost (spread and "
             "funding on both paths).</p>"
-            + _table([{"asset": a, **v} for a, v in nh["net_by_asset"].items()])
+            + _table(
+                [{"asset": a, **v} for a, v in nh["net_by_asset"].items()],
+                headers={"held_at_end": "hedge held at end (asset units; + sells)"},
+            )
         )
     to = r.get("turnover")
     if to:

@@ -347,3 +347,4 @@ def test_the_chart_has_a_date_axis_and_units(
     assert "22:14" in seen["xticks"] and "2023-Nov-14" in seen["offset"][0]
     assert any(t.startswith(("$", "−$")) for t in seen["yticks"])
     assert render.usd(-1234.5) == "−$1,234.50" and render.usd(None) == "–"
+    assert render.usd(-1e-9) == "$0.00"
