@@ -2,7 +2,7 @@
 
     stream-risk replay --ticks FILE [--positions FILE | --position [ID=]ASSET:SIZE@ENTRY ...]
                        [--map FIELD=COLUMN,...] [--config FILE] [--emit changed|all]
-                       [--out DIR] [--sweep FIELD=V1,V2 ...] [--skip-bad]
+                       [--out DIR] [--sweep FIELD=V1,V2 ...] [--rank-by METRIC] [--skip-bad]
     stream-risk replay --ticks FILE ... --publish --bootstrap-servers HOST:PORT [--speed X]
 
 `add_arguments(parser)` and `handler(args) -> exit code` are what `stream_risk.cli`
@@ -17,14 +17,22 @@ import argparse
 from pydantic import ValidationError
 
 from stream_risk.replay.command import EXIT_FAILURE, EXIT_USAGE, UsageError, err, run
+from stream_risk.replay.ranking import DEFAULT_RANK_BY, RANK_BY
 
 HELP = "replay history (JSONL/CSV/Parquet) through the engine offline, or onto the topics"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("inputs")
-    src.add_argument("--ticks", required=True, metavar="FILE", help="ticks: .jsonl, .csv, .parquet")
-    src.add_argument("--positions", metavar="FILE", help="position records (same formats)")
+    src.add_argument(
+        "--ticks",
+        required=True,
+        metavar="FILE",
+        help="ticks: .jsonl, .csv, .parquet, or - to read them from standard input",
+    )
+    src.add_argument(
+        "--positions", metavar="FILE", help="position records (same formats; - for stdin)"
+    )
     src.add_argument(
         "--risk-config",
         metavar="FILE",
@@ -103,6 +111,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="FIELD=V1,V2,...",
         help="also replay every combination of these risk config values (repeatable)",
+    )
+    eng.add_argument(
+        "--rank-by",
+        choices=list(RANK_BY),
+        default=DEFAULT_RANK_BY,
+        help=f"order the --sweep runs best first by (default {DEFAULT_RANK_BY}: final P&L "
+        "following the advice, after hedge costs)",
     )
     out = p.add_argument_group("output")
     out.add_argument(

@@ -65,7 +65,7 @@ def field_column(raw: RawFile, mapping: Mapping[str, str], name: str) -> pa.Chun
     if col not in raw.table.column_names:
         if name in mapping:
             raise SourceError(
-                f"{raw.path}: no column {col!r} (mapped to field {name}); the columns are "
+                f"{raw.name}: no column {col!r} (mapped to field {name}); the columns are "
                 f"{', '.join(raw.table.column_names) or '(none)'}"
             )
         return None

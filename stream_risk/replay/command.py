@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         depth,
         depth,
     )
+    if args.ticks == "-" and args.positions == "-":
+        raise UsageError("only one input can be standard input (-): give the other as a file")
     t_load = time.perf_counter()
     ticks = load_ticks(
         args.ticks,
@@ -162,6 +164,18 @@ def run(args: argparse.Namespace) -> int:
     from stream_risk.replay.sweep import parse_sweeps, policies, run_sweep
 
     pols = policies(settings.risk, parse_sweeps(args.sweep))
+    if not records:
+        where = (
+            f"{args.positions} holds no position records"
+            if args.positions
+            else ("no positions were given")
+        )
+        raise UsageError(
+            f"{where}, so there is nothing to assess: pass --positions FILE (JSONL/CSV/Parquet "
+            "records shaped like `positions` messages) or --position [ID=]ASSET:SIZE@ENTRY, "
+            f"e.g. --position {ticks.assets[0] if ticks.assets else 'ETH'}:10@"
+            f"{float(ticks.price[0]) if len(ticks) else 3400:g}"
+        )
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = Engine(engine_config)
@@ -184,22 +198,28 @@ def run(args: argparse.Namespace) -> int:
             sweep_rows = run_sweep(timeline, engine_config, pols, args.path, bar)
 
     from stream_risk.replay.net_pnl import net_hedging
-    from stream_risk.replay.pnl import position_paths
+    from stream_risk.replay.pnl import book_path, position_paths
+    from stream_risk.replay.ranking import RANK_BY
     from stream_risk.replay.render import write_chart, write_html, write_json
-    from stream_risk.replay.report import summarize
+    from stream_risk.replay.report import STATIC_H, summarize
+    from stream_risk.replay.sweep import never_binds, rank
     from stream_risk.replay.timestamps import ms_to_iso
 
     paths = position_paths(timeline, log)
+    threshold = settings.risk.funding_threshold
+    static = position_paths(timeline, log, STATIC_H, threshold)
     t_net = time.perf_counter()
     net = net_hedging(timeline, log, engine_config, paths)
     net_s = time.perf_counter() - t_net
-    summary = summarize(timeline, log, paths, net)
+    summary = summarize(timeline, log, paths, net, static, threshold)
     report: dict[str, Any] = {
         "inputs": {
-            "ticks_file": str(args.ticks),
+            "ticks_file": "<stdin>" if args.ticks == "-" else str(args.ticks),
             "tick_records": len(ticks),
             "assets": ", ".join(ticks.assets),
-            "positions_file": str(args.positions) if args.positions else None,
+            "positions_file": ("<stdin>" if args.positions == "-" else str(args.positions))
+            if args.positions
+            else None,
             "position_records": len(records),
             "from": ms_to_iso(timeline.start) if len(timeline.times) else None,
             "to": ms_to_iso(timeline.until) if len(timeline.times) else None,
@@ -218,14 +238,44 @@ def run(args: argparse.Namespace) -> int:
         **summary,
         "rejected": log.rejected,
     }
+    notes: list[str] = []
     if sweep_rows:
-        report["sweep"] = sweep_rows
+        report["sweep"] = sweep_rows  # in the order given, each with its rank
+        sweep_rows = rank(sweep_rows, args.rank_by)
+        notes = never_binds(sweep_rows)
+        report["sweep_ranking"] = {
+            "rank_by": args.rank_by,
+            "meaning": RANK_BY[args.rank_by][2],
+            "best_first": [r["label"] for r in sweep_rows],
+            "notes": notes,
+        }
     write_json(out_dir / "report.json", report)
-    write_chart(out_dir / "chart.png", paths, log, f"stream-risk replay: {args.ticks}", net.book)
-    write_html(out_dir / "report.html", report, "chart.png")
+    shown = report["inputs"]["ticks_file"]
+    write_chart(
+        out_dir / "chart.png",
+        paths,
+        log,
+        f"stream-risk replay: {shown}",
+        net.book,
+        book_path(static),
+    )
+    files = ["actions.jsonl", "report.json", "report.html", "chart.png"]
+    if sweep_rows:
+        from stream_risk.replay.render import write_sweep_chart
+
+        write_sweep_chart(out_dir / "sweep.png", sweep_rows, args.rank_by)
+        files.append("sweep.png")
+    write_html(
+        out_dir / "report.html",
+        {**report, "sweep": sweep_rows} if sweep_rows else report,  # best first
+        "chart.png",
+        "sweep.png" if sweep_rows else None,
+    )
 
     _print_summary(summary, sweep_rows, len(ticks), len(records), ticks.vol_source)
-    print(f"wrote {out_dir}/actions.jsonl, report.json, report.html, chart.png")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {out_dir}/{', '.join(files)}")
     rate = len(ticks) / run_s if run_s > 0 else float("inf")
     err(
         f"{args.path} path: {len(ticks):,} ticks in {run_s:.3f} s ({rate:,.0f} ticks/s); "
@@ -241,46 +291,68 @@ def _print_summary(
     n_records: int,
     vol_source: str,
 ) -> None:
-    """The report's headline figures on stdout: actions, book P&L, turnover, sweep rows."""
+    """The report's headline figures on stdout (USD): actions; the three paths' P&L, costs,
+    turnover and risk; net hedging; turnover; the sweep, best first."""
+    from stream_risk.replay.render import usd
+
     acts = summary["actions"]
-    book = summary["pnl"]["book"]
     by = ", ".join(f"{a} {n}" for a, n in acts["by_action"].items() if n)
     print(
         f"replayed {n_ticks:,} ticks and {n_records:,} position records "
         f"({vol_source} vol): {acts['published']:,} actions ({by or 'none'}), "
         f"{acts['tombstones']} tombstones"
     )
+    n_days = 0
+    for key, p in summary["paths"].items():
+        n_days = p["days"]
+        rr = p["return_risk"]
+        costs = (
+            ""
+            if key == "unhedged"
+            else f", hedge cost {usd(p['hedge_cost_usd'])} (spread {usd(p['spread_cost_usd'])}"
+            f", funding {usd(p['funding_cost_usd'])}), {p['hedge_changes']:,} hedge changes "
+            f"trading {usd(p['traded_notional_usd'])}"
+        )
+        print(
+            f"{p['name']}: final P&L {usd(p['final_pnl_usd'])}{costs}; max drawdown "
+            f"{usd(p['max_drawdown_usd'])}, longest under water "
+            f"{p['longest_under_water_hours']:,.1f} h, daily vol {usd(p['daily_vol_usd'])}, "
+            f"return/risk {'–' if rr is None else f'{rr:,.2f}'}"
+        )
     print(
-        f"book P&L unhedged {book['final_pnl_unhedged']:,.2f} (max drawdown "
-        f"{book['max_drawdown_unhedged']:,.2f}), following the advice "
-        f"{book['final_pnl_hedged']:,.2f} (max drawdown {book['max_drawdown_hedged']:,.2f}), "
-        f"hedge cost {summary['hedge_cost']['total_usd']:,.2f}"
+        f"  (return/risk = mean daily P&L / its std × √365 over {n_days} UTC day(s); "
+        "– with fewer than 2)"
     )
     nh = summary.get("net_hedging")
     if nh is not None:
         each, net = nh["per_position"], nh["net"]
         pct = "" if nh["saving_pct"] is None else f" ({nh['saving_pct']:.1f} %)"
         print(
-            f"hedge cost: each position hedged on its own {each['hedge_cost_usd']:,.2f} "
-            f"({each['hedge_changes']:,} changes, traded {each['traded_notional_usd']:,.2f}, "
-            f"final P&L {each['final_pnl']:,.2f}, max drawdown {each['max_drawdown']:,.2f}); "
-            f"net hedging {net['hedge_cost_usd']:,.2f} ({net['hedge_changes']:,} changes, "
-            f"traded {net['traded_notional_usd']:,.2f}, final P&L {net['final_pnl']:,.2f}, "
-            f"max drawdown {net['max_drawdown']:,.2f}); saving {nh['saving_usd']:,.2f}{pct}"
+            f"hedge cost: each position hedged on its own {usd(each['hedge_cost_usd'])} "
+            f"({each['hedge_changes']:,} changes, traded {usd(each['traded_notional_usd'])}, "
+            f"final P&L {usd(each['final_pnl'])}, max drawdown {usd(each['max_drawdown'])}); "
+            f"net hedging {usd(net['hedge_cost_usd'])} ({net['hedge_changes']:,} changes, "
+            f"traded {usd(net['traded_notional_usd'])}, final P&L {usd(net['final_pnl'])}, "
+            f"max drawdown {usd(net['max_drawdown'])}); saving {usd(nh['saving_usd'])}{pct}"
         )
     to = summary["turnover"]
     print(
         f"turnover: {to['hedge_changes']:,} hedge changes, traded notional "
-        f"{to['traded_notional_usd']:,.2f}, cost {to['cost_usd']:,.2f}"
+        f"{usd(to['traded_notional_usd'])}, cost {usd(to['cost_usd'])}; the advised hedge "
+        f"fraction changed {to['hedge_pct_changes']:,} times"
     )
+    if sweep_rows:
+        print("sweep, best first:")
     for row in sweep_rows:
         s = row["summary"]
+        rr = s["return_risk"]
         print(
-            f"  sweep {row['label']}: {s['hedge_changes']:,} hedge changes, hedge cost "
-            f"{s['hedge_cost_usd']:,.2f}, max drawdown hedged {s['max_drawdown_hedged']:,.2f} "
-            f"(unhedged {s['max_drawdown_unhedged']:,.2f}), final P&L hedged "
-            f"{s['final_pnl_hedged']:,.2f}; net hedging cost {s['net_hedge_cost_usd']:,.2f} "
-            f"(saving {s['net_saving_usd']:,.2f})"
+            f"  {row['rank']}. {row['label']}: final P&L {usd(s['final_pnl_hedged'])}, max "
+            f"drawdown {usd(s['max_drawdown_hedged'])} (unhedged "
+            f"{usd(s['max_drawdown_unhedged'])}), return/risk "
+            f"{'–' if rr is None else f'{rr:,.2f}'}, hedge cost {usd(s['hedge_cost_usd'])} "
+            f"({s['hedge_changes']:,} changes); net hedging cost "
+            f"{usd(s['net_hedge_cost_usd'])}"
         )
 
 

@@ -1,5 +1,7 @@
 """Reading input files: JSONL, CSV or Parquet into an arrow table (pyarrow; the format
-follows the extension: .jsonl/.ndjson/.json, .csv, .parquet/.pq).
+follows the extension: .jsonl/.ndjson/.json, .csv, .parquet/.pq). The path `-` is standard
+input: its format is told from its first bytes (`PAR1` Parquet, `{` JSONL, else CSV), and
+messages name it `<stdin>`.
 
 Each row keeps its place in the file, so that a bad record can be named by file and line
 (JSONL/CSV) or row (Parquet). Lines pyarrow refuses (malformed JSON, a CSV row of the
@@ -9,6 +11,8 @@ out. What the columns hold is checked afterwards (`columns`, `timestamps`).
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,16 +48,22 @@ class RawFile:
     record: NDArray[np.int64]
     bad: list[str]
     _lines: list[int] | None = None
+    #: How messages name the file (`<stdin>` for `-`); None: its path.
+    shown: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.shown or str(self.path)
 
     def where(self, row: int) -> str:
         """'file, line N' (JSONL/CSV) or 'file, row N' (Parquet) for table row `row`."""
         rec = int(self.record[row])
         if self.kind == "parquet":
-            return f"{self.path}, row {rec + 1}"
+            return f"{self.name}, row {rec + 1}"
         if self._lines is None:
             self._lines = _record_lines(self.path, header=self.kind == "csv")
         line = self._lines[rec] if rec < len(self._lines) else rec + 1
-        return f"{self.path}, line {line}"
+        return f"{self.name}, line {line}"
 
 
 def _record_lines(path: Path, header: bool) -> list[int]:
@@ -81,8 +91,43 @@ def file_kind(path: Path) -> str:
     return kind
 
 
+STDIN = "-"
+
+
+def sniff_kind(head: bytes) -> str:
+    """The format of data starting with `head`: Parquet, JSONL or (else) CSV."""
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    return "jsonl" if head.lstrip().startswith(b"{") else "csv"
+
+
+def _read_stdin(skip_bad: bool) -> RawFile:
+    """Standard input, spooled to a temporary file (pyarrow reads files; line numbers are
+    found by reading it again), removed once read."""
+    data = sys.stdin.buffer.read()
+    if not data.strip():
+        raise SourceError("<stdin>: nothing was read from standard input (given as -)")
+    kind = sniff_kind(data[:64])
+    suffix = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv"}[kind]
+    with tempfile.TemporaryDirectory(prefix="stream-risk-stdin-") as d:
+        p = Path(d) / f"stdin{suffix}"
+        p.write_bytes(data)
+        try:
+            raw = read_file(p, skip_bad)
+        except SourceError as exc:
+            raise SourceError(str(exc).replace(str(p), "<stdin>")) from None
+        raw.shown = "<stdin>"
+        raw.bad = [m.replace(str(p), "<stdin>") for m in raw.bad]
+        if raw.kind != "parquet":
+            raw._lines = _record_lines(p, header=raw.kind == "csv")
+    return raw
+
+
 def read_file(path: str | Path, skip_bad: bool = False) -> RawFile:
-    """Read a JSONL, CSV or Parquet file with pyarrow (format by extension)."""
+    """Read a JSONL, CSV or Parquet file with pyarrow (format by extension); `-` is
+    standard input."""
+    if str(path) == STDIN:
+        return _read_stdin(skip_bad)
     p = Path(path)
     kind = file_kind(p)
     if not p.is_file():

@@ -18,8 +18,9 @@ The rule (the net advice is `book.net`'s, the sums are the engine's):
 - Its P&L accrues exactly as the per-position path's (`pnl.py`): each move of the price
   into a tick is under the hedge held after every change strictly before that tick; each
   change of the hedge held pays `|Δ held| × price × spot_spread_bps / 10⁴` at the latest
-  tick's price and spread; hedges open at the end are not unwound; funding is not counted
-  (as in `pnl.py`). A change is a hedge change; its traded notional is `|Δ held| × price`.
+  tick's price and spread; hedges open at the end are not unwound; a perp hedge (the net
+  advice's instrument) pays or receives funding over each move as in `pnl.py`. A change
+  is a hedge change; its traded notional is `|Δ held| × price`.
 - The net path of the book = the book's unhedged path + each asset's net hedge P&L − its
   costs (the same unhedged path as the other two lines).
 
@@ -42,7 +43,7 @@ from stream_risk.book.partial import Partial
 from stream_risk.config import RiskConfig
 from stream_risk.engine import Engine, EngineConfig
 from stream_risk.engine.events import Event
-from stream_risk.replay.pnl import PnlPath, book_path, max_drawdown
+from stream_risk.replay.pnl import PnlPath, book_path, funding_cost, max_drawdown
 from stream_risk.replay.runner import ActionLog, Timeline
 
 #: (event time, the asset's sums after the records at that time, its effective config).
@@ -142,9 +143,11 @@ def net_held(
     market: AssetMarket,
     extra_points: Sequence[int],
     until: int,
+    perp_out: list[float] | None = None,
 ) -> tuple[list[int], list[float], int]:
     """The hedge the net advice holds: (times of each change, signed size held after it,
-    number of assessments)."""
+    number of assessments); `perp_out` gets, for each change, 1.0 when the hedge held
+    after it is a perp (funding is paid on it), else 0.0."""
     points = set(market.ts[market.ts <= until].tolist())
     points.update(t for t, _, _ in changes if t <= until)
     points.update(t for t in extra_points if t <= until)
@@ -153,6 +156,7 @@ def net_held(
     held_v: list[float] = []
     cur = 0.0
     h = 0.0
+    perp = cur_perp = 0.0
     n = 0
     mts: list[int] = market.ts.tolist()
     i = k = -1  # the latest change and the latest tick at or before t
@@ -178,10 +182,13 @@ def net_held(
                 h = a.hedge_pct
                 hedge = a.suggested_hedge
                 new = 0.0 if hedge is None else float(np.copysign(hedge.size, tot.net_size))
-        if new != cur:
+                perp = 0.0 if hedge is None else float(hedge.instrument.startswith("perp"))
+        if new != cur or (new != 0.0 and perp != cur_perp):
             held_ts.append(t)
             held_v.append(new)
-            cur = new
+            if perp_out is not None:
+                perp_out.append(perp)
+            cur, cur_perp = new, perp
     return held_ts, held_v, n
 
 
@@ -193,17 +200,21 @@ def net_leg(
     until: int,
 ) -> NetLeg:
     """One asset's net hedge and its P&L overlay (hedge P&L − costs, in `hedged`)."""
-    held_ts, held_v, n = net_held(asset, changes, market, extra_points, until)
+    perps: list[float] = []
+    held_ts, held_v, n = net_held(asset, changes, market, extra_points, until, perps)
     st_t = np.array(held_ts, dtype=np.int64)
     held = np.array(held_v, dtype=np.float64)
+    st_perp = np.array(perps, dtype=np.float64)
     gts, gpx, gsp = market.ts, market.price, market.spread
     k1 = int(np.searchsorted(gts, until, "right"))
     ks = np.arange(1, k1)
     tk = gts[ks]
     idx = np.searchsorted(st_t, tk, "left") - 1
     held_k = np.where(idx >= 0, held[np.maximum(idx, 0)] if len(held) else 0.0, 0.0)
+    perp_k = np.where(idx >= 0, st_perp[np.maximum(idx, 0)] if len(held) else 0.0, 0.0)
     dp = gpx[ks] - gpx[ks - 1]
     dpnl = -held_k * dp
+    fund = funding_cost(held_k, perp_k, gpx[ks - 1], market.funding[ks - 1], gts[ks] - gts[ks - 1])
     prev = np.concatenate(([0.0], held[:-1]))
     traded = np.abs(held - prev)
     ci = np.maximum(np.searchsorted(gts, st_t, "right") - 1, 0)
@@ -213,8 +224,9 @@ def net_leg(
     key = np.concatenate((np.zeros(len(tk), dtype=np.int64), np.ones(len(st_t), dtype=np.int64)))
     order = np.lexsort((key, ts))
     zeros_k = np.zeros(len(tk))
-    d = np.concatenate((dpnl, -cost))[order]
-    c = np.concatenate((zeros_k, cost))[order]
+    d = np.concatenate((dpnl - fund, -cost))[order]
+    c = np.concatenate((fund, cost))[order]
+    f = np.concatenate((fund, np.zeros(len(st_t))))[order]
     tr = np.concatenate((zeros_k, notional))[order]
     path = PnlPath(
         ts[order],
@@ -224,6 +236,7 @@ def net_leg(
         c,
         tr,
         (tr > 0).astype(np.int64),
+        f,
     )
     return NetLeg(asset, st_t, held, path, n)
 
@@ -275,6 +288,7 @@ def net_hedging(
         np.zeros(len(per_position.ts)),
         np.zeros(len(per_position.ts)),
         np.zeros(len(per_position.ts), dtype=np.int64),
+        np.zeros(len(per_position.ts)),
     )
     parts: dict[str, PnlPath] = {"": base}
     parts.update({f"net:{a}": leg.path for a, leg in legs.items()})
@@ -285,11 +299,12 @@ def net_hedging(
 def path_figures(p: PnlPath) -> dict[str, Any]:
     """The figures of a hedging path compared side by side (its `hedged` line)."""
     cost = float(p.cost.sum())
+    funding = float(p.funding.sum())
     mdd, _, _ = max_drawdown(p.hedged)
     return {
         "hedge_cost_usd": cost,
-        "spread_cost_usd": cost,
-        "funding_cost_usd": 0.0,
+        "spread_cost_usd": cost - funding,
+        "funding_cost_usd": funding,
         "hedge_changes": int(p.changes.sum()),
         "traded_notional_usd": float(p.traded.sum()),
         "final_pnl": float(p.hedged[-1]) if len(p.ts) else 0.0,
@@ -322,6 +337,6 @@ def comparison(per_position_book: PnlPath, net: NetHedging) -> dict[str, Any]:
         "net": net_f,
         "saving_usd": saving,
         "saving_pct": pct,
-        "funding_counted": False,
+        "funding_counted": True,
         "net_by_asset": by_asset,
     }

@@ -130,7 +130,7 @@ def load_positions(
         if col is None:
             continue
         if name in ("ts", "opened_at"):
-            ms, null = to_ts(col, name, chk, ts_unit)
+            ms, null = to_ts(col, name, chk, ts_unit, mapping.get(name, name))
             cols[name] = [None if null[i] else int(ms[i]) for i in range(n)]
         else:
             cols[name] = col.to_pylist()

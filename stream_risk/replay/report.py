@@ -10,6 +10,13 @@ Turnover counts, besides the hedge changes of the paths, the changes of the advi
 damps, docs/design.md D11). The worst move survived is the interval of the unhedged path's
 max drawdown: the asset's price move over it, and what it cost unhedged and hedged.
 
+Three paths side by side (issue 16, `paths`): unhedged, following the advice, and the
+static benchmark hedging `STATIC_H` (50 %) of every position throughout under the same cost
+rules (spread and funding, `pnl`), each with its final P&L, costs split into spread and
+funding, turnover, max drawdown and when, time under water, daily volatility and
+return/risk (`metrics`); and the daily P&L table (UTC days) of the three, with the hedge
+costs paid each day.
+
 Net hedging (`net_pnl`, issue 14): when given, `net_hedging` sets beside the book's path
 following each position's advice ("each position hedged on its own") the path hedging each
 asset's net position by the net advice, their costs, and the saving.
@@ -22,6 +29,10 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
+from stream_risk.replay.metrics import daily_pnl, daily_sums, day_of, days, path_risk
 from stream_risk.replay.net_pnl import NetHedging, comparison
 from stream_risk.replay.pnl import PnlPath, book_path, max_drawdown, position_paths
 from stream_risk.replay.runner import TRIGGERS, ActionLog, Timeline
@@ -29,6 +40,65 @@ from stream_risk.replay.timestamps import ms_to_iso
 from stream_risk.rules import ACTIONS, BAND_NAMES
 
 HOUR_MS = 3_600_000
+#: The static benchmark's hedge fraction.
+STATIC_H = 0.5
+PATH_NAMES = {
+    "unhedged": "unhedged",
+    "advice": "following the advice",
+    "static": "static 50 % hedge",
+}
+
+
+def three_paths(
+    book: PnlPath, static_book: PnlPath, until: int
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The `paths` and `daily` sections: the three paths' figures and the daily table."""
+    end = max(until, int(book.ts[-1]) if len(book.ts) else 0)
+    all_ts = np.concatenate((book.ts, static_book.ts))
+    midnights = days(np.sort(all_ts)) if len(all_ts) else days(all_ts)
+    lines: dict[str, tuple[NDArray[np.int64], NDArray[np.float64], PnlPath | None]] = {
+        "unhedged": (book.ts, book.unhedged, None),
+        "advice": (book.ts, book.hedged, book),
+        "static": (static_book.ts, static_book.hedged, static_book),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for key, (ts, values, p) in lines.items():
+        f = path_risk(ts, values, end, midnights)
+        cost = funding = traded = 0.0
+        changes = 0
+        if p is not None:
+            cost, funding = float(p.cost.sum()), float(p.funding.sum())
+            traded, changes = float(p.traded.sum()), int(p.changes.sum())
+        f.update(
+            {
+                "hedge_cost_usd": cost,
+                "spread_cost_usd": cost - funding,
+                "funding_cost_usd": funding,
+                "hedge_changes": changes,
+                "traded_notional_usd": traded,
+            }
+        )
+        out[key] = {"name": PATH_NAMES[key], **f}
+    daily_rows: list[dict[str, Any]] = []
+    cols = {k: daily_pnl(ts, v, midnights) for k, (ts, v, _) in lines.items()}
+    sp = daily_sums(book.ts, book.spread, midnights)
+    fu = daily_sums(book.ts, book.funding, midnights)
+    ssp = daily_sums(static_book.ts, static_book.spread, midnights)
+    sfu = daily_sums(static_book.ts, static_book.funding, midnights)
+    for i, m in enumerate(midnights.tolist()):
+        daily_rows.append(
+            {
+                "day": day_of(m),
+                "unhedged_usd": float(cols["unhedged"][i]),
+                "advice_usd": float(cols["advice"][i]),
+                "static_usd": float(cols["static"][i]),
+                "advice_spread_usd": float(sp[i]),
+                "advice_funding_usd": float(fu[i]),
+                "static_spread_usd": float(ssp[i]),
+                "static_funding_usd": float(sfu[i]),
+            }
+        )
+    return out, daily_rows
 
 
 def _path_summary(p: PnlPath) -> dict[str, Any]:
@@ -111,23 +181,32 @@ def summarize(
     log: ActionLog,
     paths: Mapping[str, PnlPath] | None = None,
     net: NetHedging | None = None,
+    static: Mapping[str, PnlPath] | None = None,
+    funding_threshold: float = 0.02,
 ) -> dict[str, Any]:
     """Counts, time in band, hedge cost and P&L of one replay (no file I/O); with `net`
-    (`net_pnl.net_hedging`), the net-hedging comparison too."""
+    (`net_pnl.net_hedging`), the net-hedging comparison too. `static`: the static
+    benchmark's position paths (computed when not given; they do not depend on the advice)."""
     if paths is None:
         paths = position_paths(tl, log)
+    if static is None:
+        static = position_paths(tl, log, STATIC_H, funding_threshold)
     book = book_path(paths)
+    static_book = book_path(static)
+    three, daily = three_paths(book, static_book, tl.until)
     by_action = Counter(log.action)
     by_trigger = Counter(log.trigger)
     bands, actions = time_in(log, tl)
     per_day: dict[str, float] = {}
     for p in paths.values():
-        paid = p.cost > 0
+        paid = p.cost != 0
         for t, c in zip(p.ts[paid].tolist(), p.cost[paid].tolist(), strict=True):
             day = dt.datetime.fromtimestamp(t / 1000, dt.UTC).strftime("%Y-%m-%d")
             per_day[day] = per_day.get(day, 0.0) + c
-    trades = int(sum(int((p.cost > 0).sum()) for p in paths.values()))
-    total_cost = float(sum(float(p.cost.sum()) for p in paths.values()))
+    trades = int(sum(int((p.traded > 0).sum()) for p in paths.values()))
+    # The book's sums: the same numbers as the paths' (`three_paths`), to the cent.
+    total_cost = float(book.cost.sum())
+    total_funding = float(book.funding.sum())
     out: dict[str, Any] = {
         "actions": {
             "published": sum(v for k, v in by_action.items() if k >= 0),
@@ -139,15 +218,20 @@ def summarize(
         "time_in_action_hours": actions,
         "hedge_cost": {
             "total_usd": total_cost,
+            "spread_usd": total_cost - total_funding,
+            "funding_usd": total_funding,
             "trades": trades,
             "per_day_usd": dict(sorted(per_day.items())),
         },
         "turnover": {
-            "hedge_changes": int(sum(int(p.changes.sum()) for p in paths.values())),
-            "traded_notional_usd": float(sum(float(p.traded.sum()) for p in paths.values())),
+            "hedge_changes": int(book.changes.sum()),
+            "traded_notional_usd": float(book.traded.sum()),
             "cost_usd": total_cost,
             "hedge_pct_changes": hedge_pct_changes(log),
         },
+        "static_hedge_pct": STATIC_H,
+        "paths": three,
+        "daily": daily,
         "pnl": {
             "book": _path_summary(book),
             "positions": {pid: _path_summary(p) for pid, p in sorted(paths.items())},

@@ -144,6 +144,8 @@ class ActionLog:
     band: list[int] = field(default_factory=list)
     trigger: list[int] = field(default_factory=list)
     stale: list[bool] = field(default_factory=list)
+    #: Whether the suggested hedge is a perp (it pays or receives funding); spot: False.
+    perp: list[bool] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
 
     def __call__(self, now: int, res: StepResult, engine: Engine) -> None:
@@ -168,6 +170,7 @@ class ActionLog:
                 self.band.append(-1)
                 self.trigger.append(-1)
                 self.stale.append(False)
+                self.perp.append(False)
             else:
                 data = o.data
                 pos = positions.get(o.position_id)
@@ -179,6 +182,8 @@ class ActionLog:
                 self.band.append(band_index(score, cfg))
                 self.trigger.append(TRIGGERS.index(v["trigger"]))
                 self.stale.append(bool(v["stale_market_data"]))
+                sh = v.get("suggested_hedge")
+                self.perp.append(sh is not None and str(sh["instrument"]).startswith("perp"))
             lines.append(data)
         if self.out is not None:
             self.out.write(b"\n".join(lines) + b"\n")

@@ -129,7 +129,7 @@ def load_ticks(
     acol = None if asset is not None else field_column(raw, mapping, "asset")
     if asset is None and acol is None:
         raise SourceError(
-            f"{raw.path}: no asset column; name one with --map asset=COLUMN, or give --asset "
+            f"{raw.name}: no asset column; name one with --map asset=COLUMN, or give --asset "
             f"NAME for a file of one asset (columns: {', '.join(raw.table.column_names)})"
         )
     if acol is not None:
@@ -157,15 +157,15 @@ def load_ticks(
     tcol = field_column(raw, mapping, "ts")
     if tcol is None:
         raise SourceError(
-            f"{raw.path}: no ts column; name one with --map ts=COLUMN "
+            f"{raw.name}: no ts column; name one with --map ts=COLUMN "
             f"(columns: {', '.join(raw.table.column_names)})"
         )
-    ts, tnull = to_ts(tcol, "ts", chk, ts_unit)
+    ts, tnull = to_ts(tcol, "ts", chk, ts_unit, mapping.get("ts", "ts"))
     chk.flag(tnull, "ts", lambda r: "missing (null)")
 
     if field_column(raw, mapping, "current_price") is None:
         raise SourceError(
-            f"{raw.path}: no current_price column; name one with --map "
+            f"{raw.name}: no current_price column; name one with --map "
             f"current_price=COLUMN (columns: {', '.join(raw.table.column_names)})"
         )
 
@@ -255,7 +255,7 @@ def load_ticks(
     by_ts = np.argsort(ts_k, kind="stable")
     sel = order_back[by_ts]
     return Ticks(
-        source=str(raw.path),
+        source=raw.name,
         assets=names,
         asset=codes_k[by_ts].astype(np.int32),
         ts=ts_k[by_ts].astype(np.int64),

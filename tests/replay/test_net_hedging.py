@@ -77,7 +77,7 @@ def test_two_sided_book_worked_by_hand(tmp_path: Path) -> None:
     assert net["traded_notional_usd"] == approx(5 * 110 + 5 * 95)
     assert nh["saving_usd"] == approx(8.2)
     assert nh["saving_pct"] == approx(8.2 / 9.225 * 100)
-    assert nh["funding_counted"] is False
+    assert nh["funding_counted"] is True  # charged on perp hedges; none here (spot)
     # The same exposure after the hedge (10 × 0.5 = 5 X), so the P&L differs by the costs:
     # book 10 X: +100 at t1, −20 × 5 = −100 at t2, +5 × 5 = +25 at t3, +5 × 10 = +50 at t4.
     #   each: 100 − 4.95 = 95.05, −4.95, −4.95 + 25 − 4.275 = 15.775, 65.775

@@ -97,8 +97,8 @@ def test_column_mapping_and_a_constant_asset_read_exchange_candles(tmp_path: Pat
         ([1_700_000_000.5, 1_700_000_060.25], "auto", [T0 + 500, T0 + 60_250]),
         (["2023-11-14T22:13:20Z", "2023-11-14T22:14:20.000Z"], "auto", [T0, T0 + 60_000]),
         (["2023-11-14 22:13:20", "2023-11-14T23:14:20+01:00"], "auto", [T0, T0 + 60_000]),
-        ([1_000, 2_000], "ms", [1_000, 2_000]),  # forced: small values taken as ms
-        ([1_000, 2_000], "s", [1_000_000, 2_000_000]),
+        ([T0, T0 + 1_000], "ms", [T0, T0 + 1_000]),  # forced
+        ([T0 // 1000, T0 // 1000 + 1], "s", [T0, T0 + 1_000]),
     ],
 )
 def test_timestamps_epoch_ms_epoch_s_and_iso(
@@ -161,7 +161,8 @@ def test_parquet_timestamp_columns(tmp_path: Path) -> None:
         (
             "csv",
             [{"asset": "BTC", "ts": 1_700_000_000_000_000, "current_price": 1.0}],
-            "t.csv, line 2, field ts: timestamp 1700000000000000 ms is out of range",
+            "t.csv, line 2, field ts: column 'ts' holds 1700000000000000, read as "
+            "1,700,000,000,000,000 ms since 1970 (epoch ms): outside 2000-01-01 .. ",
         ),
         (
             "jsonl",
