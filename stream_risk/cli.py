@@ -139,11 +139,6 @@ def _keep_secrets_out_of_logs(settings: Settings) -> None:
     logging.getLogger("aiokafka.conn").setLevel(
         max(logging.INFO, root.getEffectiveLevel(), aiokafka_level)
     )
-    try:
-        password = settings.sasl_password_value()
-    except ConfigError:
-
-    logging.getLogger("aiokafka.conn").setLevel(max(logging.INFO, root.getEffectiveLevel()))
     secrets: set[str] = set()
     # The SASL password, and the sidecar's bearer token (D22). One that cannot be read is
     # reported by the command that needs it; there is nothing to redact then.
