@@ -127,3 +127,29 @@ def test_refused_init_producer_id_is_one_warning(caplog: pytest.LogCaptureFixtur
     finally:
         for lg in loggers:
             lg.removeFilter(f)
+
+
+def test_the_demo_keeps_the_alert_counts_off_its_screen() -> None:
+    """The demo shows each alert itself (read from risk-alerts): its screen filter drops
+    the engine's alert log lines, the counted ones included."""
+    from stream_risk.demo.runner import _DropExpected
+    from stream_risk.kafka.alerts import AlertLog
+
+    got: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record)
+
+    logger = logging.getLogger("stream_risk.engine")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        alog = AlertLog(logger=logger, interval_s=0.0)
+        alog.add(_alert("liquidate"))  # the first of its kind, in full
+        alog.add(_alert("liquidate"))  # counted, logged at once (interval 0)
+    finally:
+        logger.removeHandler(handler)
+    assert len(got) == 2
+    assert got[1].getMessage().startswith("alerts in the last")
+    assert not any(_DropExpected().filter(r) for r in got)
